@@ -1,0 +1,116 @@
+"""Model files on disk: the original tool's names, atomic writes, and loading each stage back."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from triseg import quant
+from triseg.errors import TrisegError
+from triseg.models import build_model
+from triseg.models.base import TapModel
+
+STAGES = {
+    "float": ("{model}_float_unfused.pth", "train_float"),
+    "qat": ("{model}_qat_preconvert.pth", "train_qat"),
+    "int8": ("{model}_int8.pth", "export_int8"),
+}
+
+
+def stage_path(output_dir: str | os.PathLike, model: str, stage: str) -> Path:
+    """``outputs/{model}_float_unfused.pth`` and friends."""
+    return Path(output_dir) / STAGES[stage][0].format(model=model)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """Write text to a temp file beside ``path``, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_stage(model: torch.nn.Module, output_dir: str | os.PathLike, name: str, stage: str,
+               backend: str | None = None, **meta: Any) -> Path:
+    """Save a model's state dict with the metadata needed to rebuild it."""
+    path = stage_path(output_dir, name, stage)
+    atomic_save({"model": name, "stage": stage, "backend": backend, "state_dict": model.state_dict(),
+                 "meta": meta}, path)
+    return path
+
+
+def read_stage(output_dir: str | os.PathLike, name: str, stage: str) -> dict[str, Any]:
+    """The saved blob of one stage; a one-line error names the command that makes it."""
+    path = stage_path(output_dir, name, stage)
+    if not path.exists():
+        raise TrisegError(f"{path} not found: run {STAGES[stage][1]} first")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise TrisegError(f"{path} is not a readable triseg model file ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("model") != name or blob.get("stage") != stage:
+        raise TrisegError(f"{path} does not hold the {stage} stage of {name}")
+    return blob
+
+
+def prepare_for_qat(model: TapModel, backend: str) -> TapModel:
+    """Fuse a float model and insert the backend's fake-quant modules (in place, train mode)."""
+    model.train()
+    model.fuse_model()
+    return quant.prepare_qat(model, backend)
+
+
+def qat_skeleton(name: str, backend: str) -> TapModel:
+    """An untrained model fused and prepared for QAT: the shape QAT state dicts load into."""
+    return prepare_for_qat(build_model(name), backend)
+
+
+def load_float(output_dir: str | os.PathLike, name: str) -> TapModel:
+    """The trained float model (unfused), in eval mode."""
+    model = build_model(name)
+    model.load_state_dict(read_stage(output_dir, name, "float")["state_dict"])
+    return model.eval()
+
+
+def load_qat(output_dir: str | os.PathLike, name: str) -> tuple[TapModel, str]:
+    """The QAT model (fake-quant, eval mode) and its backend."""
+    blob = read_stage(output_dir, name, "qat")
+    model = qat_skeleton(name, blob["backend"])
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), blob["backend"]
+
+
+def load_int8(output_dir: str | os.PathLike, name: str) -> tuple[TapModel, str]:
+    """The converted INT8 model (CPU, eval mode) and its backend."""
+    blob = read_stage(output_dir, name, "int8")
+    backend = blob["backend"]
+    skeleton = qat_skeleton(name, backend).eval()
+    with torch.no_grad():
+        skeleton(torch.zeros(1, 3, 32, 32))  # observers need one batch before convert builds modules
+    model = quant.convert(skeleton, backend)
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), backend

@@ -1,0 +1,3 @@
+"""Importing this package registers every mode with :mod:`triseg.cli`."""
+
+from triseg.commands import pipeline  # noqa: F401

@@ -1,0 +1,168 @@
+"""Float training and quantization-aware fine-tuning, with per-epoch checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from triseg import quant
+from triseg.artifacts import atomic_save
+from triseg.data import Cifar10, Split, batches, num_batches
+from triseg.errors import TrisegError
+from triseg.runlog import tensorboard_writer
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run (float or QAT)."""
+
+    epochs: int = 30
+    lr: float = 0.05
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    schedule: str = "onecycle"
+    seed: int = 0
+    channels_last: bool = True
+    max_train_batches: int | None = None
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int = 256, device: str = "cpu",
+             channels_last: bool = False) -> float:
+    """Top-1 accuracy in percent."""
+    return 100.0 * predictions(model, split, batch_size, device, channels_last).eq(split.y).float().mean().item()
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, split: Split, batch_size: int = 256, device: str = "cpu",
+                channels_last: bool = False) -> torch.Tensor:
+    """Predicted labels for a whole split (model in eval mode)."""
+    model.eval()
+    out = []
+    for x, _ in batches(split, batch_size):
+        x = x.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(model(x).argmax(1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    total = max(1, cfg.epochs * steps)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    raise TrisegError(f"unknown schedule {cfg.schedule!r}; choose onecycle or cosine")
+
+
+EpochHook = Callable[[nn.Module, int], None]
+
+
+def fit(
+    model: nn.Module,
+    data: Cifar10,
+    cfg: TrainConfig,
+    checkpoint: Path,
+    log_dir: Path,
+    resume: bool = False,
+    device: str = "cpu",
+    epoch_hook: EpochHook | None = None,
+    desc: str = "train",
+) -> dict[str, float]:
+    """Train ``model`` with SGD and a one-cycle/cosine schedule; checkpoint after every epoch.
+
+    Each epoch draws its shuffling, augmentation and dropout from seeds derived from
+    ``(cfg.seed, epoch)``, so a run resumed from a checkpoint ends with the same weights as an
+    uninterrupted one. ``epoch_hook(model, epoch)`` runs at the start of each epoch (QAT freezing).
+    """
+    model.to(device)
+    use_cl = cfg.channels_last and device == "cpu"
+    if use_cl:
+        model.to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+    )
+    steps = num_batches(data.train, cfg.batch_size, drop_last=True)
+    if cfg.max_train_batches:
+        steps = min(steps, cfg.max_train_batches)
+    if steps == 0:
+        raise TrisegError(f"training split has {len(data.train)} images, fewer than one batch of {cfg.batch_size}")
+    sched = _scheduler(cfg, opt, steps)
+    start, history = 0, {}
+    if resume and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state.get("config") != asdict(cfg):
+            raise TrisegError(f"{checkpoint} was made with other settings; drop --resume or delete it")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, history = state["epoch"], state["history"]
+    writer = tensorboard_writer(log_dir)
+    for epoch in range(start, cfg.epochs):
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        if epoch_hook is not None:
+            epoch_hook(model, epoch)
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(batches(data.train, cfg.batch_size, shuffle=True, augment_data=True, gen=gen, drop_last=True),
+                   total=steps, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+        for i, (x, y) in enumerate(bar):
+            if i >= steps:
+                break
+            x, y = x.to(device), y.to(device)
+            if use_cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if not math.isfinite(loss.item()):
+                raise TrisegError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}: lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        val_acc = evaluate(model, data.val, device=device, channels_last=use_cl) if len(data.val) else float("nan")
+        history = {"train_loss": total_loss / seen, "train_acc": 100 * correct / seen, "val_acc": val_acc}
+        for key, value in history.items():
+            writer.add_scalar(f"{desc}/{key}", value, epoch + 1)
+        writer.add_scalar(f"{desc}/lr", opt.param_groups[0]["lr"], epoch + 1)
+        writer.flush()
+        tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {history['train_loss']:.4f} "
+                   f"train {history['train_acc']:.2f}% val {val_acc:.2f}%")
+        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch + 1, "history": history, "config": asdict(cfg)}, checkpoint)
+    writer.close()
+    if use_cl:
+        model.to(memory_format=torch.contiguous_format)
+    return history
+
+
+def qat_epoch_hook(epochs: int, freeze_bn_epoch: int | None, freeze_observer_epoch: int | None) -> EpochHook:
+    """Freeze BN statistics and observers for the last epochs, as torchvision's QAT recipe does."""
+    bn_at = freeze_bn_epoch if freeze_bn_epoch is not None else max(1, epochs // 2)
+    obs_at = freeze_observer_epoch if freeze_observer_epoch is not None else max(1, (7 * epochs) // 10)
+
+    def hook(model: nn.Module, epoch: int) -> None:
+        if epoch >= bn_at:
+            quant.freeze_bn_stats(model)
+        if epoch >= obs_at:
+            quant.freeze_observers(model)
+
+    return hook
