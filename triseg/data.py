@@ -116,11 +116,14 @@ def _load_raw(path: Path, download: bool) -> RawSplits:
 
 
 def _cache_path(path: Path) -> Path:
-    """A cache file beside the data, or in ~/.cache/triseg when that folder is read-only."""
+    """A cache file beside the data, or in ~/.cache/triseg when that folder is read-only.
+
+    Read-only is judged by the permission bits, so that root also leaves read-only folders alone.
+    """
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     beside = path.parent / f".{path.name}.triseg-cache-{key}.pt"
-    if os.access(path.parent, os.W_OK):
+    if path.parent.stat().st_mode & 0o222 and os.access(path.parent, os.W_OK):
         return beside
     home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "triseg"
     return home / f"{path.name}-{key}.pt"

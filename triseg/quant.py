@@ -113,3 +113,43 @@ def is_quantized_module(module: nn.Module) -> bool:
     return type(module).__module__.startswith("torch.ao.nn.quantized") or type(
         module
     ).__module__.startswith("torch.ao.nn.intrinsic.quantized")
+
+
+def int8_layer(module: nn.Module) -> dict | None:
+    """What the integer simulation needs from a converted module, or None for other modules.
+
+    Returns ``kind`` ('quantize', 'dequantize', 'conv', 'linear' or 'add') and, per kind, the
+    output scale / zero point, integer weights with their per-channel scales, the float bias,
+    whether ReLU is fused, and the convolution geometry.
+    """
+    import torch.ao.nn.intrinsic.quantized as nniq
+
+    if isinstance(module, nnq.Quantize):
+        return {"kind": "quantize", "scale": float(module.scale), "zero_point": int(module.zero_point)}
+    if isinstance(module, nnq.DeQuantize):
+        return {"kind": "dequantize"}
+    if isinstance(module, nnq.QFunctional):
+        return {"kind": "add", "scale": float(module.scale), "zero_point": int(module.zero_point)}
+    if isinstance(module, (nnq.Conv2d, nnq.Linear)):
+        w = module.weight()
+        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            w_scale = w.q_per_channel_scales().float()
+            w_zp = w.q_per_channel_zero_points()
+        else:
+            w_scale = torch.full((w.shape[0],), float(w.q_scale()))
+            w_zp = torch.full((w.shape[0],), int(w.q_zero_point()))
+        if bool((w_zp != 0).any()):
+            raise TrisegError("integer simulation needs symmetric weights (zero point 0)")
+        info = {
+            "scale": float(module.scale), "zero_point": int(module.zero_point),
+            "weight": w.int_repr().to(torch.int32), "w_scale": w_scale,
+            "bias": None if module.bias() is None else module.bias().detach().float(),
+            "relu": isinstance(module, (nniq.ConvReLU2d, nniq.LinearReLU)),
+        }
+        if isinstance(module, nnq.Conv2d):
+            info.update(kind="conv", stride=module.stride, padding=module.padding, dilation=module.dilation,
+                        groups=module.groups)
+        else:
+            info.update(kind="linear")
+        return info
+    return None

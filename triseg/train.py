@@ -119,7 +119,7 @@ def fit(
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(batches(data.train, cfg.batch_size, shuffle=True, augment_data=True, gen=gen, drop_last=True),
-                   total=steps, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+                   total=steps, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True, mininterval=2.0)
         for i, (x, y) in enumerate(bar):
             if i >= steps:
                 break
@@ -137,7 +137,8 @@ def fit(
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}", refresh=False)
         val_acc = evaluate(model, data.val, device=device, channels_last=use_cl) if len(data.val) else float("nan")
         history = {"train_loss": total_loss / seen, "train_acc": 100 * correct / seen, "val_acc": val_acc}
         for key, value in history.items():

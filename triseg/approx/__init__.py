@@ -1,0 +1,1 @@
+"""The tri-segment approximation: configs, the lookup-table map, calibration, the student."""

@@ -1,0 +1,57 @@
+"""The tri-segment map as a lookup table, on both execution paths.
+
+* INT8 path: read the codes of the quantized tensor, index a 256-entry table, rebuild the tensor
+  with the same scale and zero point (CPU, real INT8 kernels around it).
+* Float path: codes = round(x / scale), the same map, back to ``code * scale``; runs on any device
+  and is what the integer simulation (:mod:`triseg.approx.intsim`) and fake-quant models use.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from triseg.approx.config import LayerCodes
+
+
+def map_codes(codes: torch.Tensor, c: LayerCodes) -> torch.Tensor:
+    """Apply the map to integer codes of any dtype (the reference semantics)."""
+    out = codes.clone()
+    out = torch.where((codes > 0) & (codes <= c.t1), torch.zeros_like(codes), out)
+    out = torch.where((codes > c.t1) & (codes <= c.t2), torch.full_like(codes, c.v1), out)
+    return torch.where((codes > c.t2) & (codes <= c.tmax), torch.full_like(codes, c.v2), out)
+
+
+def quint8_table(c: LayerCodes, zero_point: int) -> torch.Tensor:
+    """256-entry uint8 table from quantized value q to mapped q (covers codes above the observer range)."""
+    q = torch.arange(256, dtype=torch.int32)
+    return (map_codes(q - zero_point, c) + zero_point).clamp(0, 255).to(torch.uint8)
+
+
+class LutEdit:
+    """A recorder edit that applies one layer's map on either path."""
+
+    def __init__(self, codes: LayerCodes) -> None:
+        self.codes = codes
+        self._tables: dict[int, torch.Tensor] = {}
+        self._float_tables: dict[tuple[str, int], torch.Tensor] = {}
+
+    def __call__(self, x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+        if x.is_quantized:
+            table = self._tables.get(zero_point)
+            if table is None:
+                table = self._tables[zero_point] = quint8_table(self.codes, zero_point)
+            q = table[x.int_repr().long()]
+            return torch._make_per_tensor_quantized_tensor(q, scale, zero_point)
+        return self.float_path(x, scale)
+
+    def float_path(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """Map a float activation on the quantization grid (codes = round(x / scale))."""
+        codes = torch.round(x / scale)
+        key = (str(x.device), 0)
+        table = self._float_tables.get(key)
+        if table is None:
+            base = torch.arange(-256, 256, device=x.device)
+            table = self._float_tables[key] = map_codes(base, self.codes).to(x.dtype)
+        idx = (codes.clamp(-256, 255) + 256).long()
+        mapped = table.to(x.dtype)[idx]
+        return torch.where((codes >= -256) & (codes <= 255), mapped, codes) * scale
