@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from triseg.errors import TrisegError
 from triseg.models import build_model
 from triseg.models.base import TapModel
 
+ZOO_DIR = Path(os.environ.get("TRISEG_ZOO_DIR", Path(__file__).resolve().parents[1] / "zoo"))
 STAGES = {
     "float": ("{model}_float_unfused.pth", "train_float"),
     "qat": ("{model}_qat_preconvert.pth", "train_qat"),
@@ -64,8 +66,14 @@ def save_stage(model: torch.nn.Module, output_dir: str | os.PathLike, name: str,
 
 
 def read_stage(output_dir: str | os.PathLike, name: str, stage: str) -> dict[str, Any]:
-    """The saved blob of one stage; a one-line error names the command that makes it."""
+    """The saved blob of one stage, from ``output_dir`` or else from the model zoo.
+
+    A one-line error names the command that makes a missing file.
+    """
     path = stage_path(output_dir, name, stage)
+    if not path.exists() and stage_path(ZOO_DIR, name, stage).exists():
+        print(f"note: {path} not found, using the zoo's {stage_path(ZOO_DIR, name, stage)}", file=sys.stderr)
+        path = stage_path(ZOO_DIR, name, stage)
     if not path.exists():
         raise TrisegError(f"{path} not found: run {STAGES[stage][1]} first")
     try:

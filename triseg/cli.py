@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -83,6 +84,7 @@ def build_parser(prog: str = "triseg") -> argparse.ArgumentParser:
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse, run, and turn a TrisegError into one line on stderr with exit code 2."""
+    warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:
         parser.print_help()

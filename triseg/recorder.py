@@ -9,7 +9,7 @@ activation takes them from the module that produced it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -23,16 +23,6 @@ class Edit(Protocol):
     def __call__(self, x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor: ...
 
 
-@dataclass
-class Recorded:
-    """One tap's activation: ``codes`` = quantized value - zero point (None on a float model)."""
-
-    values: torch.Tensor
-    codes: torch.Tensor | None
-    scale: float | None
-    zero_point: int | None
-
-
 def codes_of(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """Integer codes (q - zero point) of a quantized tensor or of a fake-quantized float tensor."""
     if x.is_quantized:
@@ -40,13 +30,34 @@ def codes_of(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     return torch.round(x / scale).to(torch.int16)
 
 
+@dataclass
+class Recorded:
+    """One tap's activation; ``codes`` = quantized value - zero point (None on a float model)."""
+
+    raw: torch.Tensor
+    scale: float | None
+    zero_point: int | None
+
+    @property
+    def values(self) -> torch.Tensor:
+        """Dequantized (or float) values."""
+        return self.raw.dequantize() if self.raw.is_quantized else self.raw
+
+    @property
+    def codes(self) -> torch.Tensor | None:
+        """INT8 codes, or None on a float model."""
+        return None if self.scale is None else codes_of(self.raw, self.scale, self.zero_point)
+
+
 class Recorder:
-    """Stores activations at tap points and applies registered edits (edit first, then record)."""
+    """Stores activations at tap points and applies registered edits (edit first, then record).
 
-    store = True
+    ``keep`` limits which taps are stored (None stores all of them).
+    """
 
-    def __init__(self, edits: dict[str, Edit] | None = None) -> None:
+    def __init__(self, edits: dict[str, Edit] | None = None, keep: set[str] | None = None) -> None:
         self.edits: dict[str, Edit] = dict(edits or {})
+        self.keep = keep
         self.records: dict[str, Recorded] = {}
         self.producers: dict[str, nn.Module] = {}
 
@@ -75,13 +86,11 @@ class Recorder:
     def record(self, name: str, x: torch.Tensor) -> None:
         """Store the activation at ``name`` (overwrites the previous batch)."""
         qp = self.qparams(name, x)
-        values = x.dequantize() if x.is_quantized else x.detach()
-        codes = codes_of(x.detach(), *qp) if qp is not None else None
-        self.records[name] = Recorded(values, codes, *(qp or (None, None)))
+        self.records[name] = Recorded(x.detach(), *(qp or (None, None)))
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
         x = self.maybe_edit(name, x)
-        if self.store:
+        if self.keep is None or name in self.keep:
             self.record(name, x)
         return x
 
@@ -89,7 +98,8 @@ class Recorder:
 class EditOnlyRecorder(Recorder):
     """Applies edits and stores nothing: the fast variant for search episodes."""
 
-    store = False
+    def __init__(self, edits: dict[str, Edit] | None = None) -> None:
+        super().__init__(edits, keep=set())
 
 
 def attach(model: nn.Module, recorder: Recorder | None) -> Recorder | None:
@@ -101,5 +111,3 @@ def attach(model: nn.Module, recorder: Recorder | None) -> Recorder | None:
         }
     return recorder
 
-
-Callback = Callable[[str, torch.Tensor], torch.Tensor]

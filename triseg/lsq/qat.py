@@ -1,0 +1,140 @@
+"""The LSQ fake-quant network: BN folded into every conv, LSQ weights and activations, int32 biases.
+
+Quantization points (what the integer engine computes exactly):
+
+* the network input is quantized once (signed);
+* every conv/linear has LSQ weights (signed, per tensor) and a bias quantized to the accumulator
+  scale ``s_in * s_w`` (round to nearest, straight-through);
+* every conv or add output is quantized by an LSQ activation quantizer (unsigned after ReLU) unless
+  its only consumers are residual adds: such an output stays an int32 accumulator and the add
+  rescales both of its inputs to the add's output step (one rounding per add);
+* max pooling passes codes through; global average pooling feeds the classifier the sum of codes at
+  scale ``s / (H * W)``; the classifier output (logits) stays an int32 accumulator.
+
+First/last layer policy (as in the LSQ paper): the input quantizer, the first conv's weights, the
+classifier's weights and the activations the classifier reads use ``first_last_bits`` (default 8);
+every other weight and activation uses ``--w-num-bits`` / ``--a-num-bits``.
+
+BN folding: BatchNorm is folded into the conv weight and bias with its running statistics when the
+float model is converted, and QAT trains the folded parameters, so the trained graph is the
+inference graph (no BN statistics drift, nothing to re-fold at export).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from triseg.lsq.models import GraphNet, Op, run_pool
+from triseg.lsq.quantizer import LsqQuantizer, check_bits, round_ste
+
+Traced = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def bias_scale(s_in: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
+    """The accumulator scale ``s_in * s_w`` (no gradient): the scale of the int32 bias and output."""
+    return (s_in * s_w).detach()
+
+
+class QuantLayer(nn.Module):
+    """A conv (BN folded in) or linear layer with LSQ weights and a bias on the accumulator grid."""
+
+    def __init__(self, kind: str, weight: torch.Tensor, bias: torch.Tensor, bits: int,
+                 stride: int = 1, padding: int = 0) -> None:
+        super().__init__()
+        self.kind, self.stride, self.padding = kind, stride, padding
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+        self.wq = LsqQuantizer(bits, signed=True, per_sample=False)
+        self.wq.init_step(weight)
+
+    def forward(self, x: torch.Tensor, s_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output and its accumulator scale."""
+        w = self.wq(self.weight)
+        scale = bias_scale(s_in, self.wq.step)
+        b = round_ste(self.bias / scale) * scale
+        if self.kind == "conv":
+            return F.conv2d(x, w, b, self.stride, self.padding), scale
+        return F.linear(x, w, b), scale
+
+
+class QuantNet(nn.Module):
+    """The fake-quant network; :meth:`trace` exposes every tensor with its scale."""
+
+    def __init__(self, ops: list[Op], layers: dict[str, QuantLayer], acts: dict[str, LsqQuantizer],
+                 input_q: LsqQuantizer, meta: dict) -> None:
+        super().__init__()
+        self.ops = ops
+        self.layers = nn.ModuleDict(layers)
+        self.acts = nn.ModuleDict(acts)
+        self.input_q = input_q
+        self.meta = meta
+
+    def trace(self, x: torch.Tensor) -> Traced:
+        """Every op's output and scale: codes * step for quantized outputs, acc * scale otherwise."""
+        env: Traced = {"input": (self.input_q(x), self.input_q.step.detach())}
+        for op in self.ops:
+            v, s = env[op.inputs[0]]
+            if op.kind in ("conv", "linear"):
+                y, s = self.layers[op.name](v, s)
+            elif op.kind == "add":
+                y = v + env[op.inputs[1]][0]
+            elif op.kind == "maxpool":
+                y = run_pool(op, v)
+            else:
+                y, s = run_pool(op, v), s / (v.shape[2] * v.shape[3])
+            if op.relu:
+                y = F.relu(y)
+            if op.name in self.acts:
+                q = self.acts[op.name]
+                y, s = q(y), q.step.detach()
+            env[op.name] = (y, s)
+        return env
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trace(x)[self.ops[-1].name][0]
+
+    def steps(self) -> list[nn.Parameter]:
+        """All learned step sizes."""
+        return [p for n, p in self.named_parameters() if n.endswith(".step") or n == "input_q.step"]
+
+
+def _classifier_feeder(ops: list[Op]) -> str:
+    """The op whose quantized output the final linear layer reads (through pooling ops)."""
+    by_name = {op.name: op for op in ops}
+    name = ops[-1].inputs[0]
+    while by_name[name].kind in ("maxpool", "avgpool"):
+        name = by_name[name].inputs[0]
+    return name
+
+
+def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8) -> QuantNet:
+    """Fold BN and wrap every layer with LSQ quantizers (see the module docstring for the policy)."""
+    for bits, option in ((w_bits, "--w-num-bits"), (a_bits, "--a-num-bits"), (first_last_bits, "--first-last-bits")):
+        check_bits(bits, option)
+    consumers: dict[str, list[Op]] = {}
+    for op in net.ops:
+        for i in op.inputs:
+            consumers.setdefault(i, []).append(op)
+    feeder = _classifier_feeder(net.ops)
+    layers: dict[str, QuantLayer] = {}
+    acts: dict[str, LsqQuantizer] = {}
+    for op in net.ops:
+        if op.kind == "conv":
+            mod = net.layers[op.name]
+            weight, bias = mod.folded()
+            bits = first_last_bits if op.inputs[0] == "input" else w_bits
+            layers[op.name] = QuantLayer("conv", weight, bias, bits, mod.conv.stride[0], mod.conv.padding[0])
+        elif op.kind == "linear":
+            mod = net.layers[op.name]
+            layers[op.name] = QuantLayer("linear", mod.weight.detach().clone(), mod.bias.detach().clone(),
+                                         first_last_bits)
+        users = consumers.get(op.name, [])
+        if op.kind in ("conv", "add") and users and not all(u.kind == "add" for u in users):
+            bits = first_last_bits if op.name == feeder else a_bits
+            acts[op.name] = LsqQuantizer(bits, signed=not op.relu, per_sample=True)
+    meta = {"model": net.arch, "small_input": net.small_input,
+            "num_classes": int(layers[net.ops[-1].name].weight.shape[0]),
+            "w_bits": w_bits, "a_bits": a_bits, "first_last_bits": first_last_bits}
+    return QuantNet(net.ops, layers, acts, LsqQuantizer(first_last_bits, signed=True, per_sample=True), meta)

@@ -1,0 +1,87 @@
+"""Learned Step Size Quantization (Esser et al., ICLR 2020).
+
+``x_hat = round(clamp(x / s, Qn, Qp)) * s`` with a straight-through round and the step ``s`` learned
+with its gradient scaled by ``g = 1 / sqrt(N * Qp)`` (N = weights in the tensor, or features per
+sample for activations). Steps start at ``2 * mean|x| / sqrt(Qp)``. Symmetric, no zero point.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from triseg.errors import TrisegError
+
+MIN_BITS, MAX_BITS = 2, 8
+
+
+def check_bits(bits: int, option: str) -> int:
+    """``bits`` if it is a supported width, else a one-line error naming ``option``."""
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise TrisegError(f"{option} must be from {MIN_BITS} to {MAX_BITS} bits, got {bits}")
+    return bits
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    """(Qn, Qp): the smallest and largest integer code."""
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+class _GradScale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` unchanged (bit for bit) in the forward pass; its gradient multiplied by ``scale``."""
+    return _GradScale.apply(x, scale)
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round to nearest (half to even) with the identity as gradient; exact in the forward pass
+    because ``round(x) - x`` and the sum back are exact in floating point (Sterbenz)."""
+    return (x.round() - x).detach() + x
+
+
+def lsq(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, g: float) -> torch.Tensor:
+    """Fake-quantize ``x`` with step ``step`` (gradient scaled by ``g``)."""
+    s = grad_scale(step, g)
+    return round_ste(torch.clamp(x / s, qn, qp)) * s
+
+
+class LsqQuantizer(nn.Module):
+    """A per-tensor LSQ quantizer; the step initialises itself on the first tensor it sees."""
+
+    def __init__(self, bits: int, signed: bool, per_sample: bool) -> None:
+        super().__init__()
+        self.bits, self.signed, self.per_sample = bits, signed, per_sample
+        self.qn, self.qp = qrange(bits, signed)
+        self.step = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def init_step(self, x: torch.Tensor) -> None:
+        """Step = 2 * mean|x| / sqrt(Qp)."""
+        with torch.no_grad():
+            self.step.fill_(max(2 * x.abs().mean().item() / math.sqrt(self.qp), 1e-8))
+            self.initialized.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.initialized:
+            self.init_step(x)
+        n = x[0].numel() if self.per_sample else x.numel()
+        return lsq(x, self.step, self.qn, self.qp, 1.0 / math.sqrt(n * self.qp))
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer codes of ``x`` (as floats), exactly as :meth:`forward` rounds them."""
+        return torch.clamp(x / self.step, self.qn, self.qp).round()
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}"

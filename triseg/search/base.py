@@ -1,0 +1,148 @@
+"""What every search strategy shares: the episode batches with cached teacher outputs, the evaluator
+(one reward, one budget counter), the top-k list, and the ask/tell strategy interface."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from triseg.approx.config import LayerCodes
+from triseg.approx.losses import at_loss, attention_map, kd_loss
+from triseg.approx.student import Config, install
+from triseg.data import Split, normalize
+from triseg.recorder import attach
+
+
+@dataclass(frozen=True)
+class Score:
+    """One student evaluation: reward = -(kd + attention_weight * at)."""
+
+    reward: float
+    kd: float
+    at: float
+
+
+class EpisodeBatches:
+    """Training batches in a fixed seeded order, with the teacher's logits and attention maps cached."""
+
+    def __init__(self, teacher: nn.Module, split: Split, batch_size: int, attention_taps: list[str],
+                 seed: int = 0) -> None:
+        if len(split) < batch_size:
+            raise ValueError(f"training split has {len(split)} images, fewer than one batch of {batch_size}")
+        self.teacher, self.split, self.batch_size = teacher, split, batch_size
+        self.attention_taps = attention_taps
+        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+        self.num_batches = len(split) // batch_size
+        self.order = order[: self.num_batches * batch_size].view(self.num_batches, batch_size)
+        self._cache: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
+
+    def inputs(self, episode: int) -> torch.Tensor:
+        """Normalised images of the batch used at ``episode``."""
+        return normalize(self.split.x[self.order[episode % self.num_batches]])
+
+    @torch.no_grad()
+    def teacher_outputs(self, episode: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Teacher logits and attention maps for the batch of ``episode`` (computed once)."""
+        b = episode % self.num_batches
+        if b not in self._cache:
+            recorder = install(self.teacher, {}, keep=set(self.attention_taps))
+            logits = self.teacher(self.inputs(episode))
+            maps = [attention_map(recorder.records[t].values) for t in self.attention_taps]
+            attach(self.teacher, None)
+            self._cache[b] = (logits, maps)
+        return self._cache[b]
+
+
+class Evaluator:
+    """Scores configs on episode batches with the student; counts evaluations (the budget)."""
+
+    def __init__(self, model: nn.Module, batches: EpisodeBatches, T: float = 2.0,
+                 attention_weight: float = 100.0) -> None:
+        self.model, self.batches = model, batches
+        self.T, self.attention_weight = T, attention_weight
+        self.evaluations = 0
+
+    @torch.no_grad()
+    def score(self, config: Config, episode: int) -> Score:
+        """Reward of ``config`` on the batch of ``episode``."""
+        t_logits, t_maps = self.batches.teacher_outputs(episode)
+        taps = self.batches.attention_taps
+        recorder = install(self.model, config, keep=set(taps))
+        try:
+            logits = self.model(self.batches.inputs(episode))
+            s_maps = [attention_map(recorder.records[t].values) for t in taps]
+        finally:
+            attach(self.model, None)
+        self.evaluations += 1
+        kd = float(kd_loss(logits, t_logits, self.T))
+        at = float(at_loss(s_maps, t_maps))
+        return Score(-(kd + self.attention_weight * at), kd, at)
+
+
+def config_key(config: Config) -> tuple:
+    """A hashable identity of a config."""
+    return tuple(sorted((k, (v.t1, v.v1, v.t2, v.v2, v.tmax)) for k, v in config.items()))
+
+
+@dataclass(order=True)
+class Candidate:
+    """A config with the reward it earned and when."""
+
+    reward: float
+    episode: int = field(compare=False)
+    config: Config = field(compare=False)
+    score: Score = field(compare=False)
+
+
+class TopK:
+    """The k best distinct configs by reward."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.heap: list[Candidate] = []
+        self.keys: set[tuple] = set()
+
+    def add(self, config: Config, score: Score, episode: int) -> None:
+        key = config_key(config)
+        if key in self.keys or self.k <= 0:
+            return
+        cand = Candidate(score.reward, episode, dict(config), score)
+        if len(self.heap) < self.k:
+            heapq.heappush(self.heap, cand)
+            self.keys.add(key)
+        elif cand.reward > self.heap[0].reward:
+            dropped = heapq.heapreplace(self.heap, cand)
+            self.keys.discard(config_key(dropped.config))
+            self.keys.add(key)
+
+    def best(self) -> list[Candidate]:
+        """Candidates, best first (ties broken by the earlier episode)."""
+        return sorted(self.heap, key=lambda c: (-c.reward, c.episode))
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [{"reward": c.reward, "episode": c.episode, "score": vars(c.score),
+                 "config": {k: vars(v) for k, v in c.config.items()}} for c in self.heap]
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        self.heap = [Candidate(s["reward"], s["episode"], {k: LayerCodes(**v) for k, v in s["config"].items()},
+                               Score(**s["score"])) for s in state]
+        heapq.heapify(self.heap)
+        self.keys = {config_key(c.config) for c in self.heap}
+
+
+class Strategy(Protocol):
+    """Ask/tell interface: propose a config, learn from its score; state round-trips for --resume."""
+
+    name: str
+
+    def ask(self, episode: int) -> Config: ...
+
+    def tell(self, episode: int, config: Config, score: Score) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

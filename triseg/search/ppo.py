@@ -1,0 +1,160 @@
+"""The original tool's PPO search, top to bottom in one file.
+
+Each episode the policy picks (t1, t2, v1, v2) for every layer from four heads of 256 logits,
+masked and sampled in the order t1 -> t2 -> v1 -> v2 so that every action is legal for the layer's
+tmax. The state of a layer is SimpleStateEncoder's four numbers (depth ratio, mean/255, std/128,
+p90/255 of its calibration codes). An episode is one step, so every step is terminal and the
+discounted return equals the reward (gamma is kept as a knob for fidelity to the original).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+from triseg.approx.config import T1_MAX, T1_MIN, T1_TMAX_GAP, T2_T1_GAP, T2_TMAX_GAP, LayerCodes
+from triseg.search.base import Score
+from triseg.search.space import SearchSpace
+
+NUM_LOGITS = 256
+HEADS = ("t1", "t2", "v1", "v2")
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (the original tool's defaults)."""
+
+    lr: float = 3e-4
+    gamma: float = 0.99
+    eps_clip: float = 0.2
+    k_epochs: int = 4
+    update_timestep: int = 50
+    value_coef: float = 0.5
+    entropy_coef: float = 0.01
+    hidden: int = 64
+
+
+class ActorCritic(nn.Module):
+    """Shared trunk, four actor heads of 256 logits (t1, t2, v1, v2) and a critic head."""
+
+    def __init__(self, state_dim: int = 4, hidden: int = 64) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(state_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.heads = nn.ModuleDict({h: nn.Linear(hidden, NUM_LOGITS) for h in HEADS})
+        self.critic = nn.Linear(hidden, 1)
+
+    def forward(self, states: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Per-layer logits of each head, and the episode value (critic on the mean trunk feature)."""
+        z = self.trunk(states)
+        return {h: head(z) for h, head in self.heads.items()}, self.critic(z.mean(0)).squeeze(-1)
+
+
+def _between(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """(L, 256) mask of codes in [lo, hi] per layer."""
+    codes = torch.arange(NUM_LOGITS)
+    return (codes[None, :] >= lo[:, None]) & (codes[None, :] <= hi[:, None])
+
+
+def masks(head: str, tmax: torch.Tensor, t1: torch.Tensor | None = None,
+          t2: torch.Tensor | None = None) -> torch.Tensor:
+    """The legal codes of one head given tmax and the codes chosen before it."""
+    if head == "t1":
+        return _between(torch.full_like(tmax, T1_MIN), torch.clamp(tmax - T1_TMAX_GAP, max=T1_MAX))
+    if head == "t2":
+        return _between(t1 + T2_T1_GAP, tmax - T2_TMAX_GAP)
+    if head == "v1":
+        return _between(t1 + 1, t2 - 1)
+    return _between(t2 + 1, tmax)
+
+
+def _dist(logits: torch.Tensor, mask: torch.Tensor) -> Categorical:
+    return Categorical(logits=logits.masked_fill(~mask, float("-inf")))
+
+
+def evaluate_actions(policy: ActorCritic, states: torch.Tensor, tmax: torch.Tensor,
+                     actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Joint log-probability and entropy of an episode's actions (L, 4), and the value."""
+    logits, value = policy(states)
+    t1, t2 = actions[:, 0], actions[:, 1]
+    logp, ent = torch.zeros(()), torch.zeros(())
+    for i, head in enumerate(HEADS):
+        d = _dist(logits[head], masks(head, tmax, t1, t2))
+        logp = logp + d.log_prob(actions[:, i]).sum()
+        ent = ent + d.entropy().sum()
+    return logp, ent, value
+
+
+class PPOStrategy:
+    """Ask/tell PPO: ``ask`` samples a legal config, ``tell`` stores the reward and updates every N."""
+
+    name = "ppo"
+
+    def __init__(self, space: SearchSpace, cfg: PPOConfig, seed: int = 0) -> None:
+        self.space, self.cfg = space, cfg
+        torch.manual_seed(seed)
+        self.policy = ActorCritic(space.features.shape[1], cfg.hidden)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.tmax = torch.tensor([space.tmax[layer] for layer in space.layers])
+        self.buffer: dict[str, list] = {"actions": [], "logp": [], "values": [], "rewards": []}
+
+    @torch.no_grad()
+    def ask(self, episode: int) -> dict[str, LayerCodes]:
+        logits, value = self.policy(self.space.features)
+        chosen: dict[str, torch.Tensor] = {}
+        logp = torch.zeros(())
+        for head in HEADS:
+            d = _dist(logits[head], masks(head, self.tmax, chosen.get("t1"), chosen.get("t2")))
+            probs = d.probs
+            chosen[head] = torch.multinomial(probs, 1, generator=self.gen).squeeze(1)
+            logp = logp + d.log_prob(chosen[head]).sum()
+        actions = torch.stack([chosen[h] for h in HEADS], 1)
+        self.buffer["actions"].append(actions)
+        self.buffer["logp"].append(logp)
+        self.buffer["values"].append(value)
+        return {layer: LayerCodes(int(a[0]), int(a[2]), int(a[1]), int(a[3]), int(tm))
+                for layer, a, tm in zip(self.space.layers, actions, self.tmax)}
+
+    def tell(self, episode: int, config: dict[str, LayerCodes], score: Score) -> dict[str, float]:
+        self.buffer["rewards"].append(score.reward)
+        if len(self.buffer["rewards"]) >= self.cfg.update_timestep:
+            return self.update()
+        return {}
+
+    def update(self) -> dict[str, float]:
+        """K epochs of the clipped surrogate on the buffer; returns the losses."""
+        # Every one-step episode is terminal, so its discounted return (any gamma) is its reward.
+        returns_t = torch.tensor(self.buffer["rewards"], dtype=torch.float32)
+        old_logp = torch.stack(self.buffer["logp"])
+        old_values = torch.stack(self.buffer["values"])
+        adv = returns_t - old_values
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8) if len(adv) > 1 else adv * 0
+        stats: dict[str, float] = {}
+        for _ in range(self.cfg.k_epochs):
+            logps, ents, values = zip(*(evaluate_actions(self.policy, self.space.features, self.tmax, a)
+                                        for a in self.buffer["actions"]))
+            logp, ent, value = torch.stack(logps), torch.stack(ents), torch.stack(values)
+            ratio = torch.exp(logp - old_logp)
+            surr = torch.min(ratio * adv, torch.clamp(ratio, 1 - self.cfg.eps_clip, 1 + self.cfg.eps_clip) * adv)
+            value_loss = (value - returns_t).pow(2).mean()
+            loss = -surr.mean() + self.cfg.value_coef * value_loss - self.cfg.entropy_coef * ent.mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            stats = {"policy_loss": -surr.mean().item(), "value_loss": value_loss.item(), "entropy": ent.mean().item()}
+        self.buffer = {k: [] for k in self.buffer}
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "gen": self.gen.get_state(), "buffer": self.buffer, "cfg": asdict(self.cfg)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["gen"])
+        self.buffer = state["buffer"]
