@@ -1,3 +1,3 @@
 """Importing this package registers every mode with :mod:`triseg.cli`."""
 
-from triseg.commands import pipeline, search  # noqa: F401
+from triseg.commands import pipeline, search, zoo  # noqa: F401

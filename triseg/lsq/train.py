@@ -1,0 +1,280 @@
+"""Float training (the original ``main.py``) and LSQ QAT (``q_main.py``): one SGD + cosine loop with a
+checkpoint every epoch, ``--resume``, TensorBoard scalars and a tqdm bar."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from triseg import data as tdata
+from triseg.errors import TrisegError
+from triseg.lsq.models import build_model
+from triseg.lsq.qat import QuantNet, to_qat
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataSource:
+    """Training batches per epoch, evaluation batches per split, and what the model must fit."""
+
+    train: Callable[[int], Batches]
+    evaluate: Callable[[str], Batches]
+    train_steps: int
+    num_classes: int
+    small_input: bool
+    sizes: dict[str, int]
+
+
+def cifar_source(data_dir: str | None, val_size: int | None, batch_size: int, seed: int,
+                 train_limit: int | None = None, eval_limit: int | None = None) -> DataSource:
+    """CIFAR-10 through :mod:`triseg.data` (stratified validation split carved from train)."""
+    d = tdata.load_cifar10(data_dir, val_size=0)
+    n_val = min(5000, len(d.train) // 10) if val_size is None else val_size
+    if not 0 < n_val < len(d.train):
+        raise TrisegError(f"--val-size {n_val} must be in (0, {len(d.train)})")
+    val_idx, train_idx = tdata.stratified_split(d.train.y, n_val)
+    splits = {
+        "train": tdata.Split(d.train.x[train_idx], d.train.y[train_idx]).take(train_limit),
+        "val": tdata.Split(d.train.x[val_idx], d.train.y[val_idx]).take(eval_limit),
+        "test": d.test.take(eval_limit),
+    }
+
+    def train(epoch: int) -> Batches:
+        gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+        return tdata.batches(splits["train"], batch_size, shuffle=True, augment_data=True, gen=gen)
+
+    def evaluate(split: str) -> Batches:
+        return tdata.batches(splits[split], 256)
+
+    return DataSource(train, evaluate, tdata.num_batches(splits["train"], batch_size), len(d.classes), True,
+                      {k: len(v) for k, v in splits.items()})
+
+
+def imagenet_source(data_dir: str | None, batch_size: int, workers: int, seed: int) -> DataSource:
+    """An ImageNet-style ImageFolder tree with ``train/`` and ``val/`` (``val`` also serves as test)."""
+    from torchvision import datasets, transforms
+
+    root = Path(data_dir or os.environ.get(tdata.DATA_ENV, ""))
+    if not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise TrisegError(f"--dataset imagenet needs --data-dir with train/ and val/ ImageFolder trees, got {root}")
+    norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_set = datasets.ImageFolder(root / "train", transforms.Compose([
+        transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm]))
+    val_set = datasets.ImageFolder(root / "val", transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm]))
+
+    def train(epoch: int) -> Batches:
+        gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+        return torch.utils.data.DataLoader(train_set, batch_size, shuffle=True, num_workers=workers, generator=gen,
+                                           drop_last=True)
+
+    def evaluate(split: str) -> Batches:
+        return torch.utils.data.DataLoader(val_set, batch_size, num_workers=workers)
+
+    return DataSource(train, evaluate, len(train_set) // batch_size, len(train_set.classes), False,
+                      {"train": len(train_set), "val": len(val_set), "test": len(val_set)})
+
+
+def make_source(args: argparse.Namespace) -> DataSource:
+    """The data named by ``--dataset`` / ``--data-dir``."""
+    if args.dataset == "imagenet":
+        return imagenet_source(args.data_dir, args.batch_size, args.workers, args.seed)
+    return cifar_source(args.data_dir, args.val_size, args.batch_size, args.seed, args.train_limit, args.eval_limit)
+
+
+def pick_device(cuda: int) -> torch.device:
+    """``--cuda N``: GPU N, or the CPU for -1."""
+    if cuda < 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available() or cuda >= torch.cuda.device_count():
+        raise TrisegError(f"--cuda {cuda}: no such CUDA device here (use --cuda -1 for the CPU)")
+    return torch.device(f"cuda:{cuda}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Batches, device: torch.device) -> tuple[float, float]:
+    """Top-1 accuracy (%) and mean cross-entropy."""
+    model.eval()
+    correct = total = 0
+    loss = 0.0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        out = model(x).float()
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        total += len(y)
+    return 100.0 * correct / max(total, 1), loss / max(total, 1)
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_json(obj: object, path: Path) -> None:
+    """JSON to a temporary file, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by this module; a one-line error when it is missing or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrisegError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors come in many types
+        raise TrisegError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") not in ("float", "qat"):
+        raise TrisegError(f"{path} is not an LSQ checkpoint from lsq-train or lsq-qat")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The float or QAT network stored in ``ckpt``."""
+    meta = ckpt["meta"]
+    net = build_model(meta["model"], meta["num_classes"], meta["small_input"])
+    if ckpt["kind"] == "qat":
+        net = to_qat(net, meta["w_bits"], meta["a_bits"], meta["first_last_bits"])
+    net.load_state_dict(ckpt["model"])
+    return net
+
+
+def _epochs(batches: Batches, total: int, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    return iter(tqdm(batches, total=total, desc=desc, leave=False, mininterval=5, dynamic_ncols=True))
+
+
+def fit(model: nn.Module, source: DataSource, args: argparse.Namespace, kind: str, meta: dict,
+        param_groups: list[dict], log_dir: Path) -> dict:
+    """Train for ``args.epochs`` epochs (continuing a checkpoint with ``--resume``); test-set metrics."""
+    device = pick_device(args.cuda)
+    model.to(device)
+    out = Path(args.out_dir)
+    ckpt_path = out / "checkpoint.pt"
+    opt = torch.optim.SGD(param_groups, lr=args.lr, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, args.epochs * source.train_steps))
+    amp = bool(getattr(args, "amp", False))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    start, history = 0, []
+    if args.resume:
+        ckpt = load_checkpoint(ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start, history = ckpt["epoch"], ckpt["history"]
+    elif ckpt_path.exists():
+        raise TrisegError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out-dir")
+    writer = SummaryWriter(str(log_dir / out.name), purge_step=start)
+    for epoch in range(start, args.epochs):
+        model.train()
+        t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
+        bar = _epochs(source.train(epoch), source.train_steps, f"{kind} epoch {epoch + 1}/{args.epochs}")
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                                enabled=amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+        val_acc, val_loss = evaluate(model, source.evaluate("val"), device)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
+               "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
+               "seconds": time.time() - t0}
+        history.append(row)
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
+            writer.add_scalar(f"{kind}/{key}", row[key], epoch + 1)
+        writer.flush()
+        save_atomic({"kind": kind, "meta": meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
+                     "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}},
+                    ckpt_path)
+        tqdm.write(f"{kind} epoch {epoch + 1}: train {row['train_acc']:.2f}% val {val_acc:.2f}% "
+                   f"({row['seconds']:.0f}s)")
+    writer.close()
+    test_acc, test_loss = evaluate(model, source.evaluate("test"), device)
+    metrics = {"kind": kind, **meta, "epochs": args.epochs, "test_acc": test_acc, "test_loss": test_loss,
+               "sizes": source.sizes, "history": history}
+    write_json(metrics, out / "metrics.json")
+    print(f"{kind}: test top-1 {test_acc:.2f}% after {args.epochs} epochs -> {out}")
+    return metrics
+
+
+def train_float(args: argparse.Namespace) -> dict:
+    """``lsq-train``: train a float model from scratch."""
+    torch.manual_seed(args.seed)
+    source = make_source(args)
+    net = build_model(args.model, source.num_classes, source.small_input)
+    meta = {"model": args.model, "num_classes": source.num_classes, "small_input": source.small_input}
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return fit(net, source, args, "float", meta, groups, Path(args.log_dir))
+
+
+def calibrate(net: QuantNet, source: DataSource) -> None:
+    """Initialise every activation step from one training batch (no augmentation of the weights)."""
+    x, _ = next(iter(source.train(-1)))
+    net.train()
+    with torch.no_grad():
+        net(x)
+
+
+def train_qat(args: argparse.Namespace) -> dict:
+    """``lsq-qat``: LSQ fine-tuning of a float checkpoint, then the integer export."""
+    from triseg.lsq.integer import export_integer
+
+    torch.manual_seed(args.seed)
+    source = make_source(args)
+    if args.resume:
+        ckpt = load_checkpoint(Path(args.out_dir) / "checkpoint.pt")
+        if ckpt["kind"] != "qat":
+            raise TrisegError(f"{args.out_dir}/checkpoint.pt is not a QAT checkpoint")
+        meta = ckpt["meta"]
+        net = to_qat(build_model(meta["model"], meta["num_classes"], meta["small_input"]),
+                     meta["w_bits"], meta["a_bits"], meta["first_last_bits"])
+    else:
+        if not args.float_checkpoint:
+            raise TrisegError("lsq-qat needs --float-checkpoint (a checkpoint.pt from lsq-train) or --resume")
+        ckpt = load_checkpoint(args.float_checkpoint)
+        if ckpt["kind"] != "float":
+            raise TrisegError(f"{args.float_checkpoint} is a QAT checkpoint; --float-checkpoint needs lsq-train's")
+        if ckpt["meta"]["num_classes"] != source.num_classes:
+            raise TrisegError(f"{args.float_checkpoint} has {ckpt['meta']['num_classes']} classes, "
+                              f"the data has {source.num_classes}")
+        net = to_qat(model_from_checkpoint(ckpt), args.w_num_bits, args.a_num_bits, args.first_last_bits)
+        calibrate(net, source)
+        meta = dict(net.meta)
+    steps = {id(p) for p in net.steps()}
+    groups = [{"params": [p for p in net.parameters() if id(p) not in steps], "weight_decay": args.weight_decay},
+              {"params": net.steps(), "weight_decay": 0.0}]
+    metrics = fit(net, source, args, "qat", meta, groups, Path(args.log_dir))
+    net.cpu().eval()
+    x, _ = next(iter(source.evaluate("test")))
+    export_integer(net, tuple(x.shape[1:]), Path(args.out_dir) / "int_model.pt")
+    return metrics
