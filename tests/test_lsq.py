@@ -1,0 +1,204 @@
+"""LSQ: step-size gradient, fixed-point requantization, BN folding, integer engine vs fake-quant, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from triseg.errors import TrisegError
+from triseg.lsq.__main__ import main as lsq_main
+from triseg.lsq.integer import IntegerModel, export_integer, mac, quantize_multiplier, requantize
+from triseg.lsq.models import ConvBN, build_model
+from triseg.lsq.qat import to_qat
+from triseg.lsq.quantizer import LsqQuantizer, check_bits
+
+torch.set_num_threads(1)
+
+
+def test_step_gradient_matches_hand_computation() -> None:
+    q = LsqQuantizer(3, signed=True, per_sample=False)  # Qn = -4, Qp = 3
+    with torch.no_grad():
+        q.step.fill_(0.5)
+    q.initialized.fill_(True)
+    x = torch.tensor([-3.0, -0.6, 0.2, 0.9, 2.5], requires_grad=True)
+    out = q(x)
+    assert out.tolist() == pytest.approx([-2.0, -0.5, 0.0, 1.0, 1.5])
+    out.sum().backward()
+    # x/s = [-6, -1.2, 0.4, 1.8, 5]: clipped low -> Qn = -4; inside -> round(v) - v = 0.2, -0.4, 0.2;
+    # clipped high -> Qp = 3. Sum = -1.0, times g = 1/sqrt(N * Qp) = 1/sqrt(15).
+    assert q.step.grad.item() == pytest.approx(-1.0 / math.sqrt(15), rel=1e-6)
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_activation_grad_scale_uses_features_per_sample() -> None:
+    q = LsqQuantizer(2, signed=False, per_sample=True)  # Qp = 3
+    x = torch.full((4, 6), 10.0)  # all clipped high: d/ds = Qp per element
+    q(x)  # first call initialises the step
+    assert q.step.item() == pytest.approx(2 * 10.0 / math.sqrt(3))
+    with torch.no_grad():
+        q.step.fill_(1.0)
+    q.step.grad = None
+    q(x).sum().backward()
+    assert q.step.grad.item() == pytest.approx(24 * 3 / math.sqrt(6 * 3), rel=1e-6)
+
+
+@pytest.mark.parametrize("bits", [0, 1, 9, 16])
+def test_bad_bit_widths_raise(bits: int) -> None:
+    with pytest.raises(TrisegError, match="from 2 to 8 bits"):
+        check_bits(bits, "--w-num-bits")
+    with pytest.raises(TrisegError):
+        to_qat(build_model("tiny_vgg"), 4, bits)
+
+
+def test_cli_bad_bits_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc = lsq_main(["lsq-qat", "--epochs", "1", "--out-dir", str(tmp_path), "--w-num-bits", "9"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and "--w-num-bits must be from 2 to 8 bits, got 9" in err
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=2.0**-31, max_value=2.0**10, allow_nan=False))
+def test_fixed_point_multiplier_reproduces_m(m: float) -> None:
+    m0, n = quantize_multiplier(m)
+    assert 2**30 <= m0 < 2**31
+    # within 2**-31 absolutely for M < 1 (every conv requantization), relatively above that
+    assert abs(Fraction(m0, 2 ** (31 + n)) - Fraction(m)) <= Fraction(1, 2**31) * max(1, Fraction(m))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1e-4, max_value=4.0), st.integers(min_value=-(2**31) + 1, max_value=2**31 - 1))
+def test_requantize_is_exact_rounding(m: float, acc: int) -> None:
+    m0, n = quantize_multiplier(m)
+    got = requantize(torch.tensor([acc]), m0, n).item()
+    exact = Fraction(acc * m0, 2 ** (31 + n))
+    assert got == math.floor(exact + Fraction(1, 2))
+
+
+def test_bn_folding_matches_conv_bn() -> None:
+    torch.manual_seed(0)
+    mod = ConvBN(3, 8, 3, stride=2)
+    with torch.no_grad():
+        mod.bn.running_mean.uniform_(-1, 1)
+        mod.bn.running_var.uniform_(0.2, 3)
+        mod.bn.weight.uniform_(0.5, 2)
+        mod.bn.bias.uniform_(-1, 1)
+    mod.eval()
+    x = torch.randn(2, 3, 9, 9)
+    w, b = mod.folded()
+    torch.testing.assert_close(F.conv2d(x, w, b, 2, 1), mod(x), rtol=1e-5, atol=1e-5)
+
+
+def test_float32_mac_is_exact_near_its_bound() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2, 64, 6, 6), generator=gen)  # 8-bit codes
+    w = torch.randint(-128, 128, (5, 64, 3, 3), generator=gen)  # K*255*128 = 18.8M, near 2**24
+    b = torch.randint(-(2**20), 2**20, (5,), generator=gen)
+    cols = F.unfold(x.double(), 3, padding=1).long()  # (N, K, L), exact
+    ref = (w.view(5, -1) @ cols).view(2, 5, 6, 6) + b.view(1, -1, 1, 1)
+    assert torch.equal(mac(x, w, b, 1, 1, torch.float64), ref)
+    small = (x // 16, w // 16)  # 4-bit-like codes: bound far below 2**24, float32 must be exact too
+    ref_small = (small[1].view(5, -1) @ F.unfold(small[0].double(), 3, padding=1).long()).view(2, 5, 6, 6)
+    assert torch.equal(mac(*small, b, 1, 1, torch.float32), ref_small + b.view(1, -1, 1, 1))
+
+
+def _qat_model(name: str, w_bits: int, a_bits: int, seed: int = 0):
+    """A QAT net with non-trivial BN statistics and calibrated steps."""
+    torch.manual_seed(seed)
+    net = build_model(name)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    q = to_qat(net, w_bits, a_bits)
+    q.train()
+    with torch.no_grad():
+        q(torch.randn(16, 3, 32, 32))
+    return q.eval()
+
+
+@pytest.mark.parametrize("name", ["resnet_cifar10", "tiny_vgg"])
+@pytest.mark.parametrize("bits", [(8, 8), (4, 4), (2, 2), (3, 5)])
+def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int]) -> None:
+    q = _qat_model(name, *bits)
+    engine = IntegerModel(export_integer(q, (3, 32, 32)))
+    x = torch.randn(8, 3, 32, 32)
+    record: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        env = q.trace(x)
+        logits = engine.run(x, record)
+    assert logits.dtype == torch.int64 and all(t.dtype == torch.int64 for t in record.values())
+    assert len(q.acts) >= 6
+    for layer in q.acts:
+        fq = (env[layer][0] / env[layer][1]).round().long()
+        diff = (fq - record[layer]).abs()
+        assert diff.max() <= 1, layer
+        assert (diff == 0).float().mean() >= 0.999, layer
+        assert record[layer].min() >= q.acts[layer].qn and record[layer].max() <= q.acts[layer].qp
+    fq_logits = env[q.ops[-1].name][0]
+    assert (fq_logits.argmax(1) == logits.argmax(1)).float().mean() >= 0.875
+    torch.testing.assert_close(logits.double() * engine.logit_scale, fq_logits.double(), rtol=1e-3, atol=1e-3)
+
+
+def test_export_loads_without_training_code(tmp_path: Path) -> None:
+    q = _qat_model("resnet_cifar10", 4, 4)
+    path = tmp_path / "int_model.pt"
+    export_integer(q, (3, 32, 32), path)
+    x = torch.randn(4, 3, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    expected = IntegerModel.load(path).run(x)
+    code = (
+        "import sys, torch\n"
+        "from triseg.lsq.integer import IntegerModel\n"
+        f"m = IntegerModel.load({str(path)!r})\n"
+        f"out = m.run(torch.load({str(tmp_path / 'x.pt')!r}))\n"
+        "bad = [k for k in sys.modules if k.startswith('triseg.') and k not in "
+        "('triseg.errors', 'triseg.lsq', 'triseg.lsq.integer')]\n"
+        "assert not bad, bad\n"
+        f"torch.save(out, {str(tmp_path / 'out.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+    with pytest.raises(TrisegError, match="not found"):
+        IntegerModel.load(tmp_path / "missing.pt")
+    torch.save({"format": "other"}, tmp_path / "bad.pt")
+    with pytest.raises(TrisegError, match="not a triseg-lsq-int"):
+        IntegerModel.load(tmp_path / "bad.pt")
+
+
+def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--train-limit", "128", "--eval-limit", "64", "--batch-size", "32", "--log-dir", str(tmp_path / "tb")]
+    fdir, qdir = tmp_path / "float", tmp_path / "qat"
+    assert lsq_main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--out-dir", str(fdir), *common]) == 0
+    assert lsq_main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--out-dir", str(fdir), *common]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert lsq_main(["lsq-train", "--model", "tiny_vgg", "--epochs", "2", "--out-dir", str(fdir), "--resume",
+                     *common]) == 0
+    history = json.loads((fdir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert lsq_main(["lsq-qat", "--model", "tiny_vgg", "--epochs", "1", "--out-dir", str(qdir),
+                     "--float-checkpoint", str(fdir / "checkpoint.pt"), "--w-num-bits", "2", "--a-num-bits", "3",
+                     *common]) == 0
+    assert (qdir / "int_model.pt").is_file() and any((tmp_path / "tb" / "qat").iterdir())
+    report = tmp_path / "report.json"
+    assert lsq_main(["lsq-infer", "--checkpoint", str(qdir / "checkpoint.pt"), "--eval-limit", "64",
+                     "--json", str(report)]) == 0
+    r = json.loads(report.read_text())
+    assert r["images"] == 64 and r["w_bits"] == 2 and r["a_bits"] == 3
+    assert r["top1_agreement"] >= 98.0 and r["max_layer_code_diff"] <= 1
+    assert lsq_main(["lsq-infer", "--int-model", str(qdir / "int_model.pt"), "--eval-limit", "64",
+                     "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["integer_top1"] == pytest.approx(r["integer_top1"])

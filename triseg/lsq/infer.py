@@ -1,0 +1,114 @@
+"""``lsq-infer``: integer-only evaluation, and its agreement with the fake-quant model."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from triseg.errors import TrisegError
+from triseg.lsq.integer import IntegerModel, export_integer
+from triseg.lsq.qat import QuantNet
+from triseg.lsq.train import DataSource, cifar_source, imagenet_source, load_checkpoint, model_from_checkpoint, write_json
+
+
+@torch.no_grad()
+def compare(net: QuantNet, engine: IntegerModel, batches) -> dict:
+    """Accuracy of both models, top-1 agreement, equal logits and per-layer code agreement."""
+    net.eval()
+    last = net.ops[-1].name
+    n = fq_correct = int_correct = agree = equal_rows = equal_logits = logits_total = 0
+    max_logit_diff = 0
+    layer_equal: dict[str, int] = {}
+    layer_total: dict[str, int] = {}
+    layer_max: dict[str, int] = {}
+    fq_time = int_time = 0.0
+    for x, y in batches:
+        t0 = time.perf_counter()
+        env = net.trace(x)
+        t1 = time.perf_counter()
+        record: dict[str, torch.Tensor] = {}
+        int_logits = engine.run(x, record)
+        int_time += time.perf_counter() - t1
+        fq_time += t1 - t0
+        fq_logits = env[last][0]
+        fq_acc_units = (fq_logits.double() / engine.logit_scale).round().long()
+        fq_pred, int_pred = fq_logits.argmax(1), int_logits.argmax(1)
+        n += len(y)
+        fq_correct += (fq_pred == y).sum().item()
+        int_correct += (int_pred == y).sum().item()
+        agree += (fq_pred == int_pred).sum().item()
+        same = fq_acc_units == int_logits
+        equal_logits += same.sum().item()
+        equal_rows += same.all(1).sum().item()
+        logits_total += same.numel()
+        max_logit_diff = max(max_logit_diff, int((fq_acc_units - int_logits).abs().max()))
+        for name in net.acts:
+            codes = (env[name][0] / env[name][1]).round().long()
+            diff = (codes - record[name]).abs()
+            layer_equal[name] = layer_equal.get(name, 0) + (diff == 0).sum().item()
+            layer_total[name] = layer_total.get(name, 0) + diff.numel()
+            layer_max[name] = max(layer_max.get(name, 0), int(diff.max()))
+    if n == 0:
+        raise TrisegError("no images to evaluate")
+    share = {k: 100.0 * layer_equal[k] / layer_total[k] for k in layer_equal}
+    return {
+        "images": n,
+        "fake_quant_top1": 100.0 * fq_correct / n,
+        "integer_top1": 100.0 * int_correct / n,
+        "top1_agreement": 100.0 * agree / n,
+        "equal_logits_pct": 100.0 * equal_logits / logits_total,
+        "images_with_all_logits_equal_pct": 100.0 * equal_rows / n,
+        "max_logit_diff_acc_units": max_logit_diff,
+        "min_layer_code_agreement_pct": min(share.values()),
+        "max_layer_code_diff": max(layer_max.values()),
+        "layer_code_agreement_pct": share,
+        "fake_quant_images_per_s": n / fq_time,
+        "integer_images_per_s": n / int_time,
+    }
+
+
+@torch.no_grad()
+def integer_accuracy(engine: IntegerModel, batches) -> dict:
+    """Top-1 accuracy of the integer engine alone."""
+    n = correct = 0
+    for x, y in batches:
+        correct += (engine.run(x).argmax(1) == y).sum().item()
+        n += len(y)
+    if n == 0:
+        raise TrisegError("no images to evaluate")
+    return {"images": n, "integer_top1": 100.0 * correct / n}
+
+
+def _source(args: argparse.Namespace) -> DataSource:
+    if args.dataset == "imagenet":
+        return imagenet_source(args.data_dir, args.batch_size, args.workers, 0)
+    return cifar_source(args.data_dir, args.val_size, args.batch_size, 0, eval_limit=args.eval_limit)
+
+
+def run_infer(args: argparse.Namespace) -> dict:
+    """Evaluate an integer model, or export a QAT checkpoint and compare both engines."""
+    if (args.checkpoint is None) == (args.int_model is None):
+        raise TrisegError("lsq-infer needs exactly one of --checkpoint (QAT) and --int-model")
+    source = _source(args)
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint)
+        if ckpt["kind"] != "qat":
+            raise TrisegError(f"{args.checkpoint} is a float checkpoint; lsq-infer needs lsq-qat's")
+        net = model_from_checkpoint(ckpt)
+        x, _ = next(iter(source.evaluate(args.split)))
+        engine = IntegerModel(export_integer(net, tuple(x.shape[1:]), args.export))
+        report = {"checkpoint": str(args.checkpoint), **compare(net, engine, source.evaluate(args.split))}
+    else:
+        engine = IntegerModel.load(args.int_model)
+        report = {"int_model": str(args.int_model), **integer_accuracy(engine, source.evaluate(args.split))}
+    report = {"split": args.split, **engine.meta, **report}
+    for key in ("fake_quant_top1", "integer_top1", "top1_agreement", "equal_logits_pct",
+                "min_layer_code_agreement_pct"):
+        if key in report:
+            print(f"{key}: {report[key]:.3f}")
+    if args.json:
+        write_json(report, Path(args.json))
+    return report

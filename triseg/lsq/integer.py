@@ -1,0 +1,195 @@
+"""Integer-only inference for LSQ models: the export format and the engine that runs it.
+
+The engine (:class:`IntegerModel`) needs only torch and the exported file. After the input is
+quantized (one float division and rounding), every tensor is an integer tensor:
+
+* conv / linear: int8 weight codes, activation codes, int32 bias at scale ``s_in * s_w``; the
+  multiply-accumulate is int32 arithmetic. CPU torch has no integer conv2d, so the MAC kernel runs
+  as a floating-point conv on the exact integer values and is cast straight back to int64. Export
+  bounds every layer's sum of |products| (``K * max|x| * max|w|``, asserted below 2**31); below
+  2**24 the layer uses float32 (exact: every product and partial sum is an integer float32 holds),
+  otherwise float64 (exact below 2**53). No rounding happens anywhere, whatever the summation order,
+  as long as the kernel multiplies and adds (direct or im2col+GEMM conv, no Winograd/FFT; the tests
+  check the float32 path against an int64 unfold+matmul reference).
+* requantization (Jacob et al. 2018, gemmlowp): ``M = s_in * s_w / s_out`` is stored as an int32
+  multiplier ``M0`` in [2**30, 2**31) and a shift ``n`` with ``M = M0 * 2**-(31 + n)``; the code is
+  ``clamp((acc * M0 + 2**(30 + n)) >> (31 + n), Qn, Qp)``, computed exactly in int64 and rounded once
+  (round half up; gemmlowp's two-step SaturatingRoundingDoublingHighMul + RoundingDivideByPOT rounds
+  twice). ReLU is the clamp at Qn = 0.
+* residual add: each input (an int32 accumulator or codes) gets its own (M0, n) to the add's output
+  step; both products are brought to the smaller shift and summed in int64 before the one rounding.
+* max pooling works on codes; global average pooling is a sum of codes whose 1/(H*W) is folded into
+  the classifier's scale; the logits are the classifier's int32 accumulators (``logit_scale`` turns
+  them into floats for reporting only).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from triseg.errors import TrisegError
+
+FORMAT = "triseg-lsq-int/1"
+INT32_LIMIT = 2**31
+FLOAT32_EXACT = 2**24
+
+
+def quantize_multiplier(m: float) -> tuple[int, int]:
+    """``(M0, n)`` with ``M0 * 2**-(31 + n)`` within 2**-32 * 2**-n of ``m`` and 2**30 <= M0 < 2**31."""
+    if not 2.0**-31 <= m < 2.0**30:
+        raise TrisegError(f"requantization multiplier {m:g} is outside [2^-31, 2^30): the step sizes are degenerate")
+    mantissa, exponent = math.frexp(m)
+    m0 = round(mantissa * 2**31)
+    if m0 == 2**31:
+        m0, exponent = m0 // 2, exponent + 1
+    return m0, -exponent
+
+
+def rounding_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """``round(x / 2**shift)`` with halves rounded up, on int64."""
+    return x if shift == 0 else (x + (1 << (shift - 1))) >> shift
+
+
+def requantize(acc: torch.Tensor, m0: int, n: int) -> torch.Tensor:
+    """``round(acc * M0 * 2**-(31 + n))`` exactly (``|acc| < 2**31`` keeps the product below 2**62)."""
+    return rounding_shift(acc * m0, 31 + n)
+
+
+def mac(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int, padding: int,
+        dtype: torch.dtype) -> torch.Tensor:
+    """Integer conv (4-D ``w``) or linear plus bias, via an exact ``dtype`` kernel (module docstring)."""
+    if w.ndim == 4:
+        acc = F.conv2d(x.to(dtype), w.to(dtype), None, stride, padding)
+        return acc.long() + b.long().view(1, -1, 1, 1)
+    return F.linear(x.to(dtype), w.to(dtype)).long() + b.long()
+
+
+class IntegerModel:
+    """An exported LSQ model run on integer tensors only."""
+
+    def __init__(self, blob: dict) -> None:
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise TrisegError(f"not a {FORMAT} integer model")
+        self.ops: list[dict] = blob["ops"]
+        self.input: dict = blob["input"]
+        self.input_shape = tuple(blob["input_shape"])
+        self.logit_scale = float(blob["logit_scale"])
+        self.meta: dict = blob["meta"]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "IntegerModel":
+        """Load an exported file (plain tensors and numbers: ``torch.load(weights_only=True)``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise TrisegError(f"integer model {path} not found")
+        try:
+            return cls(torch.load(path, map_location="cpu", weights_only=True))
+        except TrisegError as exc:
+            raise TrisegError(f"{path}: {exc}") from None
+        except Exception as exc:  # zip/pickle errors come in many types
+            raise TrisegError(f"cannot read integer model {path}: {exc}") from None
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The only float step: normalised images to signed input codes."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise TrisegError(f"input shape {tuple(x.shape[1:])} differs from the exported {self.input_shape}")
+        q = self.input
+        return torch.clamp(x.float() / q["step"], q["qn"], q["qp"]).round().long()
+
+    def run(self, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """int64 logits (int32 accumulator values); ``record`` receives every op's integer output."""
+        env = {"input": self.quantize_input(x)}
+        for op in self.ops:
+            a = env[op["inputs"][0]]
+            kind, out = op["kind"], op["out"]
+            if kind in ("conv", "linear"):
+                dtype = torch.float32 if op["mac_bound"] < FLOAT32_EXACT else torch.float64
+                y = mac(a, op["weight"], op["bias"], op["stride"], op["padding"], dtype)
+            elif kind == "add":
+                b = env[op["inputs"][1]]
+                (m0a, na), (m0b, nb) = out["m0n"]
+                k = 31 + min(na, nb)
+                y = rounding_shift(rounding_shift(a * m0a, 31 + na - k) + rounding_shift(b * m0b, 31 + nb - k), k)
+            elif kind == "maxpool":
+                y = F.max_pool2d(a.double(), op["kernel"], op["stride"], op["padding"]).long()
+            else:
+                y = a.sum((2, 3))
+            if out is not None:
+                if kind != "add":
+                    y = requantize(y, *out["m0n"][0])
+                y = torch.clamp(y, out["qn"], out["qp"])
+            elif op["relu"]:
+                y = torch.clamp_min(y, 0)
+            env[op["name"]] = y
+            if record is not None:
+                record[op["name"]] = y
+        return env[self.ops[-1]["name"]]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Float logits for reporting: the integer logits times ``logit_scale``."""
+        return self.run(x).double() * self.logit_scale
+
+
+def export_integer(net, input_shape: tuple[int, ...], path: str | Path | None = None) -> dict:
+    """Turn a :class:`triseg.lsq.qat.QuantNet` into the integer format (and save it to ``path``).
+
+    Weight codes and int32 biases are computed with the very float32 operations the fake-quant
+    forward uses, so both models start from identical integers.
+    """
+    from triseg.lsq.qat import bias_scale
+
+    net = net.cpu().eval()
+    with torch.no_grad():
+        env = net.trace(torch.zeros(1, *input_shape))
+    scales = {name: s for name, (_, s) in env.items()}
+    iq = net.input_q
+    bound = {"input": max(-iq.qn, iq.qp)}  # largest |integer| each tensor can hold
+    ops = []
+    with torch.no_grad():
+        for op in net.ops:
+            entry: dict = {"kind": op.kind, "name": op.name, "inputs": list(op.inputs), "relu": op.relu,
+                           "kernel": op.kernel, "stride": op.stride, "padding": op.padding, "out": None}
+            src = op.inputs[0]
+            if op.kind in ("conv", "linear"):
+                layer = net.layers[op.name]
+                w = layer.wq.codes(layer.weight)
+                acc_scale = bias_scale(scales[src], layer.wq.step)
+                b = torch.round(layer.bias / acc_scale)
+                products = w[0].numel() * bound[src] * int(w.abs().max())
+                limit = products + int(b.abs().max())
+                if limit >= INT32_LIMIT:
+                    raise TrisegError(f"layer {op.name}: the accumulator may reach {limit}, beyond int32")
+                entry.update(weight=w.to(torch.int8), bias=b.to(torch.int32), stride=layer.stride,
+                             padding=layer.padding, mac_bound=products)
+                bound[op.name] = limit
+            elif op.kind == "add" and op.name not in net.acts:
+                raise TrisegError(f"add {op.name} has no output quantizer; the integer engine cannot run it")
+            elif op.kind == "maxpool":
+                bound[op.name] = bound[src]
+            else:
+                bound[op.name] = bound[src] * int(env[src][0].shape[2] * env[src][0].shape[3])
+            if op.name in net.acts:
+                q = net.acts[op.name]
+                step = float(q.step)
+                entry["out"] = {"qn": q.qn, "qp": q.qp,
+                                "m0n": [quantize_multiplier(float(scales[i]) / step) for i in op.inputs]
+                                if op.kind == "add" else [quantize_multiplier(float(acc_scale) / step)]}
+                bound[op.name] = max(-q.qn, q.qp)
+            ops.append(entry)
+    blob = {"format": FORMAT, "input": {"step": iq.step.detach().clone(), "qn": iq.qn, "qp": iq.qp},
+            "input_shape": list(input_shape), "ops": ops, "logit_scale": float(scales[net.ops[-1].name]),
+            "meta": dict(net.meta)}
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)
+    return blob
