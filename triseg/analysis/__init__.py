@@ -1,0 +1,1 @@
+"""Where approximation hurts: activation dumps, variance and percentile statistics, layer sensitivity."""

@@ -1,0 +1,234 @@
+"""Analysis modes: activation dumps, variance, code percentiles, per-layer sensitivity, the HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from triseg import artifacts, quant
+from triseg.analysis.acts import activation_stats, dump_activations, sample_batches
+from triseg.analysis.sensitivity import layer_sensitivity, search_output_dir
+from triseg.analysis.stats import PERCENTILES, code_percentiles, weight_stats
+from triseg.approx.calibrate import collect_histograms
+from triseg.approx.config import config_path
+from triseg.artifacts import atomic_write_text
+from triseg.cli import mode
+from triseg.commands.common import backend, load_data, prepare, write_json
+from triseg.commands.search import checked_config, load_student
+from triseg.data import Cifar10, Split, normalize
+from triseg.errors import TrisegError
+from triseg.models.base import TapModel
+from triseg.report.build import ReportInputs, build_report
+
+
+def _sample_args(split: str, num_batches: int, batch_size: int) -> Any:
+    def add(p: argparse.ArgumentParser) -> None:
+        p.set_defaults(batch_size=batch_size)
+        p.add_argument("--split", default=split, choices=("train", "val", "test"),
+                       help=f"images to run (default {split}); batches are drawn in the seeded shuffled order")
+        p.add_argument("--num-batches", type=int, default=num_batches,
+                       help=f"batches of --batch-size images (default {num_batches}; fewer if the split is small)")
+    return add
+
+
+def _stage_args(p: argparse.ArgumentParser) -> None:
+    _sample_args("val", 16, 128)(p)
+    p.add_argument("--stage", default="int8", choices=("float", "int8"),
+                   help="model to analyse: float or int8 (default; dequantized weights and activations)")
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.set_defaults(batch_size=256)
+    p.add_argument("--config-path", required=True, help="result JSON of a search")
+    p.add_argument("--split", default="val", choices=("val", "test"),
+                   help="split to evaluate on (default val; selection decisions must not use test)")
+    p.add_argument("--max-images", type=int, default=None, help="use only the first N images of the split")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    _eval_args(p)
+    p.add_argument("--run-dir", default=None,
+                   help="the search's --output-dir (history JSON, checkpoints/); default: the folder above the "
+                        "config's tri_ppo_int_codes/")
+    p.add_argument("--hist-batches", type=int, default=8, help="batches for the code histograms (default 8)")
+    p.add_argument("--sensitivity-file", default=None,
+                   help="reuse an analyze_sensitivity JSON instead of recomputing the sensitivity")
+    p.add_argument("--report-file", default=None, help="HTML file name (default <config stem>.html)")
+
+
+def _positive(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise TrisegError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def _split(data: Cifar10, name: str, max_images: int | None = None) -> Split:
+    split = {"train": data.train, "val": data.val, "test": data.test}[name].take(max_images)
+    if len(split) == 0:
+        raise TrisegError(f"the {name} split is empty (see --val-size / --data-dir)")
+    return split
+
+
+def _load_stage(args: argparse.Namespace, stage: str) -> tuple[TapModel, str | None]:
+    """The float or INT8 model in eval mode; the INT8 backend engine is set."""
+    if stage == "float":
+        return artifacts.load_float(args.output_dir, args.model), None
+    model, be = artifacts.load_int8(args.output_dir, args.model)
+    backend(args, be)
+    quant.set_engine(be)
+    return model, be
+
+
+def _analysis_dir(args: argparse.Namespace, stage: str) -> Path:
+    return Path(args.output_dir) / "analysis" / f"{args.model}_{stage}"
+
+
+def _dump(args: argparse.Namespace, stage: str) -> None:
+    prepare(args)
+    _positive(num_batches=args.num_batches)
+    model, be = _load_stage(args, stage)
+    data = load_data(args)
+    split = _split(data, args.split)
+    idx = sample_batches(split, args.batch_size, args.num_batches, args.seed)
+    out = Path(args.output_dir) / "activations" / f"{args.model}_{stage}"
+    layers = dump_activations(model, split, idx, out, codes=stage == "int8")
+    files = [f"batch_{b:05d}.npz" for b in range(len(idx))]
+    for stale in out.glob("batch_*.npz"):
+        if stale.name not in files:
+            stale.unlink()
+    manifest = {"model": args.model, "stage": stage, "backend": be, "split": args.split, "seed": args.seed,
+                "batch_size": args.batch_size, "num_batches": len(idx), "images": sum(len(i) for i in idx),
+                "data": data.source, "files": files,
+                "content": ("per layer: int16 codes (q - zero point) plus '<layer>.scale' and '<layer>.zero_point'"
+                            if stage == "int8" else "per layer: float32 activation values")
+                + "; 'indices' = image indices in the split, 'labels' = their labels",
+                "layers": layers}
+    path = write_json(manifest, out / "manifest.json")
+    print(f"{args.model} {stage}: {len(layers)} taps x {manifest['images']} {args.split} images "
+          f"in {len(files)} files -> {path}")
+
+
+@mode("dump_acts_float", "save float activations at every tap -> activations/<model>_float/*.npz + manifest.json",
+      _sample_args("val", 1, 128))
+def dump_acts_float(args: argparse.Namespace) -> None:
+    _dump(args, "float")
+
+
+@mode("dump_acts_int8", "save INT8 codes, scale and zero point at every tap -> activations/<model>_int8/",
+      _sample_args("val", 1, 128))
+def dump_acts_int8(args: argparse.Namespace) -> None:
+    _dump(args, "int8")
+
+
+@mode("analyze_variance", "weight and activation mean/std/variance/min/max/zero share per layer "
+      "-> analysis/<model>_<stage>/{weight,activation}_variance.json", _stage_args)
+def analyze_variance(args: argparse.Namespace) -> None:
+    prepare(args)
+    _positive(num_batches=args.num_batches)
+    model, be = _load_stage(args, args.stage)
+    data = load_data(args)
+    split = _split(data, args.split)
+    idx = sample_batches(split, args.batch_size, args.num_batches, args.seed)
+    head = {"model": args.model, "stage": args.stage, "backend": be}
+    weights, skipped = weight_stats(model, model.layers())
+    acts = activation_stats(model, split, idx)
+    out = _analysis_dir(args, args.stage)
+    wpath = write_json({**head, "layers": weights, "skipped": skipped}, out / "weight_variance.json")
+    apath = write_json({**head, "split": args.split, "images": sum(len(i) for i in idx), "seed": args.seed,
+                        "unit": "dequantized value" if be else "float value", "layers": acts},
+                       out / "activation_variance.json")
+    print(f"{'layer':<16}{'w std':>10}{'act mean':>10}{'act std':>10}{'act max':>10}{'zeros':>8}")
+    for layer, a in acts.items():
+        w = weights.get(layer, {}).get("std")
+        print(f"{layer:<16}{'-' if w is None else f'{w:.4f}':>10}{a['mean']:>10.4f}{a['std']:>10.4f}"
+              f"{a['max']:>10.4f}{a['zero_share']:>8.3f}")
+    print(f"-> {wpath}, {apath}")
+
+
+@mode("collect_percentiles", "per-layer percentiles of the non-zero INT8 codes and the p90 + 10 tmax "
+      "-> analysis/<model>_int8/percentiles.json (defaults match the search's calibration)",
+      _sample_args("train", 16, 32))
+def collect_percentiles(args: argparse.Namespace) -> None:
+    prepare(args)
+    _positive(num_batches=args.num_batches)
+    model, be = _load_stage(args, "int8")
+    data = load_data(args)
+    split = _split(data, args.split)
+    idx = sample_batches(split, args.batch_size, args.num_batches, args.seed)
+    taps = {layer: model.tap_name(layer) for layer in model.layers()}
+    hists = collect_histograms(model, list(taps.values()), (normalize(split.x[i]) for i in idx), len(idx))
+    top = quant.activation_top_code(be)
+    layers = {layer: {"tap": tap, **code_percentiles(hists[tap], top)} for layer, tap in taps.items()}
+    path = write_json({"model": args.model, "backend": be, "split": args.split, "seed": args.seed,
+                       "batch_size": args.batch_size, "num_batches": len(idx),
+                       "images": sum(len(i) for i in idx), "top_code": top,
+                       "rule": "tmax = min(top_code, p90 of the non-zero codes + 10)", "layers": layers},
+                      _analysis_dir(args, "int8") / "percentiles.json")
+    names = [f"p{q:g}" for q in PERCENTILES]
+    print(f"{'layer':<16}" + "".join(f"{n:>7}" for n in names) + f"{'tmax':>7}")
+    for layer, info in layers.items():
+        print(f"{layer:<16}" + "".join(f"{info['percentiles'][n]:>7}" for n in names) + f"{info['tmax_rule']:>7}")
+    print(f"-> {path}")
+
+
+@mode("analyze_sensitivity", "per layer, the drop with only that layer approximated and with all but it, "
+      "ranked by harm -> analysis/<model>_int8/sensitivity_<config>_<split>.json", _eval_args)
+def analyze_sensitivity(args: argparse.Namespace) -> None:
+    prepare(args)
+    _positive(max_images=args.max_images)
+    model, be, _ = load_student(args)
+    cfg = checked_config(args.config_path, args.model, be)
+    split = _split(load_data(args), args.split, args.max_images)
+    sens = layer_sensitivity(model, cfg.layers, split, args.batch_size)
+    stem = config_path(args.config_path).stem
+    path = write_json({"model": args.model, "backend": be, "config": args.config_path, "split": args.split,
+                       "images": len(split), **sens},
+                      _analysis_dir(args, "int8") / f"sensitivity_{stem}_{args.split}.json")
+    print(f"{args.model} on {len(split)} {args.split} images: teacher {sens['acc_teacher']:.2f}% "
+          f"all layers {sens['acc_student']:.2f}% (drop {sens['drop_full']:.2f})")
+    print(f"{'rank':<6}{'layer':<16}{'drop only':>11}{'drop all but':>14}{'recovered':>11}")
+    for i, layer in enumerate(sens["ranking"], 1):
+        s = sens["layers"][layer]
+        print(f"{i:<6}{layer:<16}{s['drop_only']:>11.2f}{s['drop_all_but']:>14.2f}{s['recovered']:>11.2f}")
+    print(f"-> {path}")
+
+
+def _read_sensitivity(path: str, model: str, layers: list[str]) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise TrisegError(f"sensitivity file {p} not found (run analyze_sensitivity first)")
+    try:
+        sens = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise TrisegError(f"sensitivity file {p} is not valid JSON ({exc.msg})") from None
+    if not isinstance(sens, dict) or sens.get("model") != model or sorted(sens.get("layers", {})) != sorted(layers):
+        raise TrisegError(f"sensitivity file {p} is not for this config ({model}: {', '.join(layers)})")
+    return sens
+
+
+@mode("report", "one self-contained HTML report of a search result -> reports/<config stem>.html", _report_args)
+def report(args: argparse.Namespace) -> None:
+    prepare(args)
+    _positive(max_images=args.max_images, hist_batches=args.hist_batches)
+    cfile = config_path(args.config_path)
+    if args.run_dir is not None and not Path(args.run_dir).is_dir():
+        raise TrisegError(f"--run-dir {args.run_dir} is not a folder")
+    model, be, _ = load_student(args)
+    cfg = checked_config(args.config_path, args.model, be)
+    result = json.loads(cfile.read_text())
+    sens = None if args.sensitivity_file is None else _read_sensitivity(args.sensitivity_file, args.model,
+                                                                        list(cfg.layers))
+    data = load_data(args)
+    split = _split(data, args.split, args.max_images)
+    inputs = ReportInputs(model=model, config=cfg, result=result, config_file=cfile,
+                          search_dir=search_output_dir(cfile, args.run_dir), split=split,
+                          split_label=f"{args.split} ({len(split)} images)", classes=data.classes,
+                          batch_size=args.batch_size, hist_batches=args.hist_batches, seed=args.seed,
+                          sensitivity=sens)
+    out_dir = Path(args.output_dir) / "reports"
+    name = args.report_file or f"{cfile.stem}.html"
+    html = build_report(inputs, out_dir / f"{Path(name).stem}_figures")
+    atomic_write_text(html, out_dir / name)
+    print(f"report of {cfile} ({len(cfg.layers)} layers, {len(split)} {args.split} images) -> {out_dir / name}")

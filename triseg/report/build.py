@@ -1,0 +1,195 @@
+"""Gather everything the report shows (evaluations, histograms, sensitivity, candidates) and render it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+from tqdm import tqdm
+
+from triseg.analysis.acts import sample_batches
+from triseg.analysis.sensitivity import candidate_configs, history_path, layer_sensitivity
+from triseg.approx.calibrate import collect_histograms
+from triseg.approx.config import TrisegConfig
+from triseg.approx.student import evaluate_student
+from triseg.data import Split, normalize
+from triseg.report import figures as F
+from triseg.report.html import Page, Section, cards, figure, note, table
+
+EXPLAIN = (
+    "<p class=\"explain\">triseg replaces, at each approximated layer of an INT8 network, the activation "
+    "codes (code = quantized value &minus; zero point) by a <b>tri-segment map</b> with five codes: "
+    "codes in (0,&nbsp;t1] become 0, codes in (t1,&nbsp;t2] become v1, codes in (t2,&nbsp;tmax] become v2; "
+    "zero, negative codes and codes above tmax stay as they are. The INT8 network without maps is the "
+    "<i>teacher</i>; with the maps it is the <i>student</i>. A search (PPO by default) picked the codes to "
+    "keep the student close to the teacher; the top-k configs it found were ranked on the validation split "
+    "and the selected one was tested once on the test split. <b>Mapped share</b> = activations whose code lies "
+    "in (0,&nbsp;tmax]; <b>changed</b> = activations the map altered; <b>zeroed</b> = non-zero activations "
+    "set to 0. Drops are in accuracy points (teacher &minus; student).</p>")
+
+
+@dataclass
+class ReportInputs:
+    """What the report is about and where its evaluations run."""
+
+    model: nn.Module
+    config: TrisegConfig
+    result: dict[str, Any]
+    config_file: Path
+    search_dir: Path
+    split: Split
+    split_label: str
+    classes: list[str]
+    batch_size: int
+    hist_batches: int
+    seed: int
+    sensitivity: dict[str, Any] | None
+
+
+def build_report(inp: ReportInputs, figures_dir: Path) -> str:
+    """Evaluate, draw every figure (PNG files in ``figures_dir`` and inlined), return the HTML page."""
+    cfg, res, layers = inp.config, inp.result, list(inp.config.layers)
+    notes: list[str] = []
+    teacher = evaluate_student(inp.model, {}, inp.split, inp.batch_size)
+    student = evaluate_student(inp.model, cfg.layers, inp.split, inp.batch_size)
+    sens = inp.sensitivity or layer_sensitivity(inp.model, cfg.layers, inp.split, inp.batch_size)
+    sens_label = (inp.split_label if inp.sensitivity is None
+                  else f"{inp.sensitivity['split']} ({inp.sensitivity['images']} images)")
+    pngs: dict[str, bytes] = {}
+
+    def draw(name: str, fig: Any) -> bytes:
+        pngs[name] = F.png_bytes(fig)
+        F.save_png(pngs[name], figures_dir / f"{name}.png")
+        return pngs[name]
+
+    # code histograms of the teacher on the report split
+    taps = {layer: inp.model.tap_name(layer) for layer in layers}
+    idx = sample_batches(inp.split, inp.batch_size, inp.hist_batches, inp.seed)
+    hists = collect_histograms(inp.model, list(taps.values()), (normalize(inp.split.x[i]) for i in idx), len(idx))
+    hist_imgs = {layer: draw(f"hist_{layer}", F.fig_histogram(layer, hists[taps[layer]].counts.numpy(),
+                                                               cfg.layers[layer], inp.split_label))
+                 for layer in layers}
+    hist_images = sum(len(i) for i in idx)
+
+    # search curves
+    hist_file = history_path(res, inp.config_file, inp.search_dir)
+    cands = res.get("validation", {}).get("candidates", [])
+    cand_cfgs, cand_note = candidate_configs(res, inp.config_file, inp.search_dir)
+    selected = None
+    if cand_cfgs is not None:
+        selected = next((i for i, c in enumerate(cand_cfgs) if c == cfg.layers), None)
+    curves = None
+    if hist_file is not None:
+        history = json.loads(hist_file.read_text())
+        curves = draw("search_curves", F.fig_search_curves(history, cands, selected, res.get("max_acc_drop")))
+    else:
+        notes.append(f"search history {res.get('history_file')!r} not found beside the config or under "
+                     f"{inp.search_dir}: no search curves")
+
+    # drop against coverage for every candidate config (evaluated here, on the report split)
+    if cand_cfgs is not None:
+        evals = [evaluate_student(inp.model, c, inp.split, inp.batch_size)
+                 for c in tqdm(cand_cfgs, desc="candidates", leave=False, mininterval=2.0)]
+        cov = [e.mapped_share for e in evals]
+        drops = [teacher.accuracy - e.accuracy for e in evals]
+        rewards = [c["reward"] for c in cands]
+    else:
+        notes.append(f"only the selected config is plotted against coverage: {cand_note}")
+        cov, drops, rewards, selected = [student.mapped_share], [teacher.accuracy - student.accuracy], None, 0
+    scatter = draw("drop_vs_coverage", F.fig_drop_vs_coverage(cov, drops, rewards, selected,
+                                                              res.get("max_acc_drop"), inp.split_label))
+    confusion = draw("confusion", F.fig_confusion(teacher.predictions.numpy(), student.predictions.numpy(),
+                                                  inp.classes, inp.split_label))
+    sens_img = draw("sensitivity", F.fig_sensitivity(sens))
+
+    m, v = res.get("metrics", {}), res.get("validation", {})
+    drop_here = teacher.accuracy - student.accuracy
+    agree = 100.0 * float(teacher.predictions.eq(student.predictions).float().mean())
+    page = Page(f"triseg report: {cfg.model} ({cfg.backend}) - {inp.config_file.stem}",
+                f"config {inp.config_file} | {len(layers)} approximated layers | "
+                f"generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    limit = res.get("max_acc_drop")
+    test_drop = m.get("acc_drop")
+    summary = cards([
+        ("test accuracy drop (points)", fmt_opt(test_drop), "bad" if limit is not None and test_drop is not None
+         and test_drop > limit else "good"),
+        ("student test accuracy", fmt_opt(m.get("acc_student"), "%"), ""),
+        ("teacher test accuracy", fmt_opt(m.get("acc_teacher"), "%"), ""),
+        ("mapped share (test)", fmt_opt(res.get("coverage", {}).get("mapped_share"), digits=3), ""),
+        (f"drop on {inp.split_label}", f"{drop_here:.2f}", ""),
+    ])
+    rows = [
+        ["test (from the search result)", m.get("acc_teacher"), m.get("acc_student"), m.get("acc_drop"),
+         res.get("test_top1_agreement_with_teacher"), res.get("split_sizes", {}).get("test")],
+        ["validation (from the search result)", v.get("acc_teacher"), v.get("acc_student"), v.get("acc_drop"),
+         None, res.get("split_sizes", {}).get("val")],
+        [f"{inp.split_label} (evaluated for this report)", teacher.accuracy, student.accuracy, drop_here, agree,
+         len(inp.split)],
+    ]
+    settings = {k: res[k] for k in ("search", "episodes", "student_evaluations", "seed", "batch_size",
+                                    "calib_batches", "kd_T", "attention_weight", "max_acc_drop",
+                                    "search_wall_time_s", "selection_wall_time_s", "data") if k in res}
+    page.sections.append(Section("Summary", EXPLAIN + summary + table(
+        ["split", "teacher acc %", "student acc %", "drop (points)", "top-1 agreement %", "images"], rows)
+        + f"<p>Selection: <code>{escape(str(res.get('selection', '?')))}</code></p>"
+        + table(["search setting", "value"], [[k, json.dumps(val) if isinstance(val, (dict, list)) else val]
+                                              for k, val in settings.items()], left=2)))
+
+    test_cov = res.get("coverage", {}).get("layers", {})
+    tmax_rule = res.get("tmax", {})
+    rank = {layer: i + 1 for i, layer in enumerate(sens["ranking"])}
+    layer_rows = []
+    for layer in layers:
+        c, tc, sc, sl = cfg.layers[layer], test_cov.get(layer, {}), student.coverage[layer], sens["layers"].get(layer, {})
+        layer_rows.append([layer, c.t1, c.v1, c.t2, c.v2, c.tmax, tmax_rule.get(layer), tc.get("mapped_share"),
+                           tc.get("changed_share"), tc.get("zeroed_share"), sc["mapped_share"], sc["changed_share"],
+                           sc["zeroed_share"], sl.get("drop_only"), sl.get("drop_all_but"), rank.get(layer)])
+    page.sections.append(Section("Per-layer config, coverage and sensitivity", table(
+        ["layer", "t1", "v1", "t2", "v2", "tmax", "tmax rule", "mapped (test)", "changed (test)", "zeroed (test)",
+         f"mapped ({inp.split_label})", f"changed ({inp.split_label})", f"zeroed ({inp.split_label})",
+         "drop only this", "drop all but this", "harm rank"], layer_rows, digits=3)
+        + f"<p>Coverage over all approximated activations: mapped share "
+          f"{fmt_opt(res.get('coverage', {}).get('mapped_share'), digits=3)} on test (search result), "
+          f"{student.mapped_share:.3f} on {escape(inp.split_label)}. <i>tmax rule</i> = p90 of the non-zero "
+          f"calibration codes + 10, the search's upper bound for tmax. Sensitivity drops are on "
+          f"{escape(sens_label)}; rank 1 = most harmful alone.</p>"))
+
+    figs = [figure(hist_imgs[layer],
+                   f"<b>{escape(layer)}</b>: left, the teacher's code histogram on {escape(inp.split_label)} "
+                   f"({hist_images} images, log scale) coloured by the segment each code falls in, with the "
+                   f"t1/t2/tmax boundaries; right, the same activations after the map (v1/v2 marked). "
+                   f"Changed on {escape(inp.split_label)}: {student.coverage[layer]['changed_share']:.1%} of the "
+                   f"activations (with every layer mapped).", f"code histogram {layer}") for layer in layers]
+    page.sections.append(Section("Code histograms", "".join(figs)))
+    body = []
+    if curves is not None:
+        body.append(figure(curves, f"Search curves from <code>{escape(hist_file.name)}</code>: reward, KD loss "
+                                   "and attention loss per episode (light) with a running mean; red = best reward so "
+                                   "far. Bottom right: validation drop &mdash; the search logs none per episode, so "
+                                   "the top-k configs' val drops (measured after the search) are plotted at the "
+                                   "episode that found each; red star = the selected config.", "search curves"))
+    body.append(figure(scatter, "Accuracy drop against mapped share on "
+                                f"{escape(inp.split_label)} for every config the selection evaluated (the search's "
+                                "top-k), coloured by search reward; red star = selected. Configs further right "
+                                "approximate more activations.", "drop against coverage"))
+    body.append(figure(sens_img, "Per-layer sensitivity: red = accuracy drop with only that layer approximated; "
+                                 "grey = with every layer but that one (lower grey = approximating that layer "
+                                 "costs more in combination); dashed = all layers.", "sensitivity"))
+    body.append(figure(confusion, f"Teacher vs student predictions on {escape(inp.split_label)}: the diagonal is "
+                                  "agreement; off-diagonal cells show which classes the maps push images into.",
+                       "confusion"))
+    page.sections.append(Section("Search and evaluation figures", "".join(body)))
+    if notes:
+        page.sections.append(Section("Notes", "".join(note(n) for n in notes)))
+    return page.render()
+
+
+def fmt_opt(value: Any, suffix: str = "", digits: int = 2) -> str:
+    """A number with ``digits`` decimals and a suffix, or a dash when missing."""
+    return "-" if not isinstance(value, (int, float)) else f"{value:.{digits}f}{suffix}"
