@@ -46,6 +46,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=0.99, help="discount (one-step episodes: no effect; default 0.99)")
     g.add_argument("--value-coef", type=float, default=0.5, help="value-loss coefficient (default 0.5)")
     g.add_argument("--entropy-coef", type=float, default=0.01, help="entropy coefficient (default 0.01)")
+    g.add_argument("--warm-prob", type=float, default=0.8,
+                   help="ppo-warm: per-code probability of the exact-MSE codes at the start (default 0.8)")
 
 
 def _check_positive(**values: int) -> None:
@@ -118,6 +120,9 @@ def train_ppo_triseg(args: argparse.Namespace) -> None:
     print(f"{args.model} {args.search}: {result['selection']}; test teacher {m['acc_teacher']:.2f}% "
           f"student {m['acc_student']:.2f}% drop {m['acc_drop']:.2f} points; "
           f"mapped share {result['coverage']['mapped_share']:.3f} -> {path}")
+
+
+mode("search", "alias of train_ppo_triseg", _search_args)(train_ppo_triseg)
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,180 @@
+"""Search strategies: exact-MSE optimality, legality, seeding, exact resume, and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import pickle
+
+import pytest
+import torch
+
+from triseg.approx.calibrate import LayerHistogram
+from triseg.approx.config import LayerCodes, t1_range, t2_range, v1_range, v2_range, validate
+from triseg.cli import build_parser, main
+from triseg.search.base import Score
+from triseg.search.exact_mse import exact_mse_codes, squared_error
+from triseg.search.legal import decode, project
+from triseg.search.registry import STRATEGIES, build_strategy
+from triseg.search.space import SearchSpace
+
+NAMES = ["ppo", "random", "tpe", "cmaes", "greedy", "exact-mse", "ppo-warm"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """PPO's tiny tensors run far faster on one thread than on two busy ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def brute_force(counts: torch.Tensor, tmax: int) -> int:
+    """Least squared error over every legal map, by enumeration."""
+    h = counts.double()
+    c = torch.arange(len(h), dtype=torch.float64)
+    best = None
+    for t1 in t1_range(tmax):
+        for t2 in t2_range(t1, tmax):
+            base = float((h[1:t1 + 1] * c[1:t1 + 1] ** 2).sum())
+            e1 = min(float((h[t1 + 1:t2 + 1] * (c[t1 + 1:t2 + 1] - v1) ** 2).sum()) for v1 in v1_range(t1, t2))
+            e2 = min(float((h[t2 + 1:tmax + 1] * (c[t2 + 1:tmax + 1] - v2) ** 2).sum()) for v2 in v2_range(t2, tmax))
+            total = base + e1 + e2
+            best = total if best is None else min(best, total)
+    return int(best)
+
+
+@pytest.mark.parametrize("case", range(25))
+def test_exact_mse_equals_brute_force(case: int) -> None:
+    gen = torch.Generator().manual_seed(case)
+    tmax = int(torch.randint(10, 26, (1,), generator=gen))
+    counts = torch.randint(0, 50, (tmax + 6,), generator=gen)
+    counts[torch.rand(len(counts), generator=gen) < 0.3] = 0  # empty codes and empty segments
+    codes, err = exact_mse_codes(counts, tmax)
+    validate("x", codes, 255)
+    assert err == squared_error(counts, codes) == brute_force(counts, tmax)
+
+
+def test_exact_mse_follows_the_histogram() -> None:
+    counts = torch.zeros(256, dtype=torch.long)
+    counts[[1, 20, 40]] = 1000  # three spikes: only code 1 -> 0 costs anything (1000 * 1^2)
+    codes, err = exact_mse_codes(counts, 50)
+    assert err == 1000 and codes.v1 == 20 and codes.v2 == 40
+
+
+def test_legal_helpers_always_legal() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(500):
+        tmax = int(torch.randint(10, 256, (1,), generator=gen))
+        validate("x", decode(*torch.rand(4, generator=gen).tolist(), tmax), 255)
+        validate("x", project(*(torch.randn(4, generator=gen) * 100).tolist(), tmax), 255)
+        validate("x", decode(1.0, 1.0, 1.0, 1.0, tmax), 255)
+
+
+def synthetic_space(seed: int = 0) -> SearchSpace:
+    """Four layers with tmax at the edges of the legal range and random histograms."""
+    gen = torch.Generator().manual_seed(seed)
+    tmax = {"a": 10, "b": 11, "c": 40, "d": 255}
+    hists = {k: LayerHistogram(torch.randint(0, 100, (256,), generator=gen)) for k in tmax}
+    return SearchSpace(list(tmax), tmax, {}, torch.rand(4, 4, generator=gen), hists, 255)
+
+
+def args_for(name: str, seed: int = 0) -> argparse.Namespace:
+    return build_parser().parse_args(["train_ppo_triseg", "--search", name, "--seed", str(seed),
+                                      "--update-timestep", "10"])
+
+
+def fake_score(config: dict[str, LayerCodes], episode: int) -> Score:
+    """A reward that prefers v1, v2 at their segment middles, plus episode noise."""
+    err = sum((c.v1 - (c.t1 + c.t2) / 2) ** 2 + (c.v2 - (c.t2 + c.tmax) / 2) ** 2 for c in config.values())
+    reward = -err / 100 - 0.1 * ((episode * 7919) % 13)
+    return Score(reward, -reward, 0.0)
+
+
+def drive(strategy, start: int, stop: int) -> list[tuple]:
+    out = []
+    for episode in range(start, stop):
+        config = strategy.ask(episode)
+        strategy.tell(episode, config, fake_score(config, episode))
+        out.append(tuple(sorted((k, (v.t1, v.v1, v.t2, v.v2, v.tmax)) for k, v in config.items())))
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_strategy_legal_seeded_and_resumable(name: str) -> None:
+    assert name in STRATEGIES
+    space = synthetic_space()
+    full = drive(build_strategy(name, space, args_for(name)), 0, 40)
+    for config in full:
+        for layer, (t1, v1, t2, v2, tmax) in config:
+            validate(layer, LayerCodes(t1, v1, t2, v2, tmax), 255)
+    assert drive(build_strategy(name, space, args_for(name)), 0, 40) == full
+    first = build_strategy(name, space, args_for(name))
+    head = drive(first, 0, 25)
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = build_strategy(name, space, args_for(name))
+    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    assert head + drive(resumed, 25, 40) == full
+    if name not in ("exact-mse",):
+        assert len(set(full)) > 3, "the strategy should explore"
+
+
+@pytest.mark.parametrize("name", ["random", "tpe", "cmaes", "ppo"])
+def test_seed_changes_the_proposals(name: str) -> None:
+    space = synthetic_space()
+    assert drive(build_strategy(name, space, args_for(name, 0)), 0, 15) != \
+        drive(build_strategy(name, space, args_for(name, 1)), 0, 15)
+
+
+def test_optimisers_improve_on_synthetic_reward() -> None:
+    """TPE and greedy must beat the mean of random configs on a smooth reward."""
+    space = synthetic_space()
+
+    def best(name: str) -> float:
+        s = build_strategy(name, space, args_for(name))
+        rewards = []
+        for ep in range(150):
+            config = s.ask(ep)
+            score = Score(fake_score(config, 0).reward, 0.0, 0.0)
+            s.tell(ep, config, score)
+            rewards.append(score.reward)
+        return max(rewards[-30:])
+
+    random_mean = sum(fake_score(space.random_config(torch.Generator().manual_seed(i)), 0).reward
+                      for i in range(50)) / 50
+    assert best("tpe") > random_mean and best("greedy") > best("random") - 1e-9
+
+
+def test_warm_start_concentrates_on_exact_mse() -> None:
+    space = synthetic_space()
+    args = args_for("ppo-warm")
+    s = build_strategy("ppo-warm", space, args)
+    assert s.start_prob >= args.warm_prob
+    exact = build_strategy("exact-mse", space, args_for("exact-mse")).ask(0)
+    same = [getattr(s.ask(ep)[k], f) == getattr(exact[k], f) for ep in range(30) for k in exact
+            for f in ("t1", "t2", "v1", "v2")]
+    assert sum(same) / len(same) > args.warm_prob - 0.15
+    plain = build_strategy("ppo", space, args_for("ppo"))
+    assert sum(getattr(plain.ask(ep)[k], "v2") == exact[k].v2 for ep in range(30) for k in exact) < 30
+
+
+def test_cli_search_exact_mse_and_unknown(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    rc = main(["search", "--model", "lenet5", "--search", "exact-mse", "--episodes", "1", "--output-dir", str(out),
+               "--workers", "1", "--calib-batches", "2", "--result-file", "e.json"])
+    assert rc == 0
+    result = json.loads((out / "tri_ppo_int_codes" / "e.json").read_text())
+    assert result["search"] == "exact-mse" and result["student_evaluations"] == 1
+    assert set(result["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
+    rc = main(["train_ppo_triseg", "--model", "lenet5", "--search", "nope", "--output-dir", str(out)])
+    assert rc == 2 and "choose one of" in capsys.readouterr().err
+
+
+def test_strategies_pickle() -> None:
+    space = synthetic_space()
+    for name in NAMES:
+        pickle.dumps(build_strategy(name, space, args_for(name)).state_dict())
