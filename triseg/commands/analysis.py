@@ -224,7 +224,7 @@ def report(args: argparse.Namespace) -> None:
     split = _split(data, args.split, args.max_images)
     inputs = ReportInputs(model=model, config=cfg, result=result, config_file=cfile,
                           search_dir=search_output_dir(cfile, args.run_dir), split=split,
-                          split_label=f"{args.split} ({len(split)} images)", classes=data.classes,
+                          split_name=args.split, classes=data.classes,
                           batch_size=args.batch_size, hist_batches=args.hist_batches, seed=args.seed,
                           sensitivity=sens)
     out_dir = Path(args.output_dir) / "reports"

@@ -9,7 +9,6 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 from tqdm import tqdm
 
@@ -20,7 +19,7 @@ from triseg.approx.config import TrisegConfig
 from triseg.approx.student import evaluate_student
 from triseg.data import Split, normalize
 from triseg.report import figures as F
-from triseg.report.html import Page, Section, cards, figure, note, table
+from triseg.report.html import Page, Section, cards, figure, fmt, note, table
 
 EXPLAIN = (
     "<p class=\"explain\">triseg replaces, at each approximated layer of an INT8 network, the activation "
@@ -44,7 +43,7 @@ class ReportInputs:
     config_file: Path
     search_dir: Path
     split: Split
-    split_label: str
+    split_name: str
     classes: list[str]
     batch_size: int
     hist_batches: int
@@ -55,11 +54,12 @@ class ReportInputs:
 def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     """Evaluate, draw every figure (PNG files in ``figures_dir`` and inlined), return the HTML page."""
     cfg, res, layers = inp.config, inp.result, list(inp.config.layers)
+    label, short = f"{inp.split_name} ({len(inp.split)} images)", inp.split_name
     notes: list[str] = []
     teacher = evaluate_student(inp.model, {}, inp.split, inp.batch_size)
     student = evaluate_student(inp.model, cfg.layers, inp.split, inp.batch_size)
     sens = inp.sensitivity or layer_sensitivity(inp.model, cfg.layers, inp.split, inp.batch_size)
-    sens_label = (inp.split_label if inp.sensitivity is None
+    sens_label = (label if inp.sensitivity is None
                   else f"{inp.sensitivity['split']} ({inp.sensitivity['images']} images)")
     pngs: dict[str, bytes] = {}
 
@@ -73,7 +73,7 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     idx = sample_batches(inp.split, inp.batch_size, inp.hist_batches, inp.seed)
     hists = collect_histograms(inp.model, list(taps.values()), (normalize(inp.split.x[i]) for i in idx), len(idx))
     hist_imgs = {layer: draw(f"hist_{layer}", F.fig_histogram(layer, hists[taps[layer]].counts.numpy(),
-                                                               cfg.layers[layer], inp.split_label))
+                                                               cfg.layers[layer], label))
                  for layer in layers}
     hist_images = sum(len(i) for i in idx)
 
@@ -99,13 +99,19 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
         cov = [e.mapped_share for e in evals]
         drops = [teacher.accuracy - e.accuracy for e in evals]
         rewards = [c["reward"] for c in cands]
+        cand_table = (f"<details><summary>the {len(cands)} candidate configs</summary>" + table(
+            ["rank", "episode", "reward", "val drop (search result)", f"drop ({short}, here)",
+             f"mapped share ({short}, here)", "selected"],
+            [[str(i + 1), c["episode"], c["reward"], c["val_drop"], d, s, "yes" if i == selected else ""]
+             for i, (c, d, s) in enumerate(zip(cands, drops, cov))], digits=3) + "</details>")
     else:
+        cand_table = ""
         notes.append(f"only the selected config is plotted against coverage: {cand_note}")
         cov, drops, rewards, selected = [student.mapped_share], [teacher.accuracy - student.accuracy], None, 0
     scatter = draw("drop_vs_coverage", F.fig_drop_vs_coverage(cov, drops, rewards, selected,
-                                                              res.get("max_acc_drop"), inp.split_label))
+                                                              res.get("max_acc_drop"), label))
     confusion = draw("confusion", F.fig_confusion(teacher.predictions.numpy(), student.predictions.numpy(),
-                                                  inp.classes, inp.split_label))
+                                                  inp.classes, label))
     sens_img = draw("sensitivity", F.fig_sensitivity(sens))
 
     m, v = res.get("metrics", {}), res.get("validation", {})
@@ -122,14 +128,14 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
         ("student test accuracy", fmt_opt(m.get("acc_student"), "%"), ""),
         ("teacher test accuracy", fmt_opt(m.get("acc_teacher"), "%"), ""),
         ("mapped share (test)", fmt_opt(res.get("coverage", {}).get("mapped_share"), digits=3), ""),
-        (f"drop on {inp.split_label}", f"{drop_here:.2f}", ""),
+        (f"drop on {label}", f"{drop_here:.2f}", ""),
     ])
     rows = [
         ["test (from the search result)", m.get("acc_teacher"), m.get("acc_student"), m.get("acc_drop"),
          res.get("test_top1_agreement_with_teacher"), res.get("split_sizes", {}).get("test")],
         ["validation (from the search result)", v.get("acc_teacher"), v.get("acc_student"), v.get("acc_drop"),
          None, res.get("split_sizes", {}).get("val")],
-        [f"{inp.split_label} (evaluated for this report)", teacher.accuracy, student.accuracy, drop_here, agree,
+        [f"{label} (evaluated for this report)", teacher.accuracy, student.accuracy, drop_here, agree,
          len(inp.split)],
     ]
     settings = {k: res[k] for k in ("search", "episodes", "student_evaluations", "seed", "batch_size",
@@ -138,8 +144,8 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     page.sections.append(Section("Summary", EXPLAIN + summary + table(
         ["split", "teacher acc %", "student acc %", "drop (points)", "top-1 agreement %", "images"], rows)
         + f"<p>Selection: <code>{escape(str(res.get('selection', '?')))}</code></p>"
-        + table(["search setting", "value"], [[k, json.dumps(val) if isinstance(val, (dict, list)) else val]
-                                              for k, val in settings.items()], left=2)))
+        + "<p class=\"kv\">Search settings: " + " &middot; ".join(
+            f"{escape(k)} <b>{fmt(val)}</b>" for k, val in settings.items()) + "</p>"))
 
     test_cov = res.get("coverage", {}).get("layers", {})
     tmax_rule = res.get("tmax", {})
@@ -152,19 +158,20 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
                            sc["zeroed_share"], sl.get("drop_only"), sl.get("drop_all_but"), rank.get(layer)])
     page.sections.append(Section("Per-layer config, coverage and sensitivity", table(
         ["layer", "t1", "v1", "t2", "v2", "tmax", "tmax rule", "mapped (test)", "changed (test)", "zeroed (test)",
-         f"mapped ({inp.split_label})", f"changed ({inp.split_label})", f"zeroed ({inp.split_label})",
+         f"mapped ({short})", f"changed ({short})", f"zeroed ({short})",
          "drop only this", "drop all but this", "harm rank"], layer_rows, digits=3)
+        + _findings(sens)
         + f"<p>Coverage over all approximated activations: mapped share "
           f"{fmt_opt(res.get('coverage', {}).get('mapped_share'), digits=3)} on test (search result), "
-          f"{student.mapped_share:.3f} on {escape(inp.split_label)}. <i>tmax rule</i> = p90 of the non-zero "
+          f"{student.mapped_share:.3f} on {escape(label)}. <i>tmax rule</i> = p90 of the non-zero "
           f"calibration codes + 10, the search's upper bound for tmax. Sensitivity drops are on "
           f"{escape(sens_label)}; rank 1 = most harmful alone.</p>"))
 
     figs = [figure(hist_imgs[layer],
-                   f"<b>{escape(layer)}</b>: left, the teacher's code histogram on {escape(inp.split_label)} "
+                   f"<b>{escape(layer)}</b>: left, the teacher's code histogram on {escape(short)} "
                    f"({hist_images} images, log scale) coloured by the segment each code falls in, with the "
                    f"t1/t2/tmax boundaries; right, the same activations after the map (v1/v2 marked). "
-                   f"Changed on {escape(inp.split_label)}: {student.coverage[layer]['changed_share']:.1%} of the "
+                   f"Changed on {escape(label)}: {student.coverage[layer]['changed_share']:.1%} of the "
                    f"activations (with every layer mapped).", f"code histogram {layer}") for layer in layers]
     page.sections.append(Section("Code histograms", "".join(figs)))
     body = []
@@ -175,19 +182,30 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
                                    "the top-k configs' val drops (measured after the search) are plotted at the "
                                    "episode that found each; red star = the selected config.", "search curves"))
     body.append(figure(scatter, "Accuracy drop against mapped share on "
-                                f"{escape(inp.split_label)} for every config the selection evaluated (the search's "
+                                f"{escape(label)} for every config the selection evaluated (the search's "
                                 "top-k), coloured by search reward; red star = selected. Configs further right "
-                                "approximate more activations.", "drop against coverage"))
+                                "approximate more activations.", "drop against coverage") + cand_table)
     body.append(figure(sens_img, "Per-layer sensitivity: red = accuracy drop with only that layer approximated; "
                                  "grey = with every layer but that one (lower grey = approximating that layer "
                                  "costs more in combination); dashed = all layers.", "sensitivity"))
-    body.append(figure(confusion, f"Teacher vs student predictions on {escape(inp.split_label)}: the diagonal is "
+    body.append(figure(confusion, f"Teacher vs student predictions on {escape(label)}: the diagonal is "
                                   "agreement; off-diagonal cells show which classes the maps push images into.",
                        "confusion"))
     page.sections.append(Section("Search and evaluation figures", "".join(body)))
     if notes:
         page.sections.append(Section("Notes", "".join(note(n) for n in notes)))
     return page.render()
+
+
+def _findings(sens: dict[str, Any]) -> str:
+    """One sentence naming the layer that hurts most alone and the one whose exactness recovers most."""
+    worst = sens["ranking"][0]
+    lay = sens["layers"]
+    rec = max(lay, key=lambda k: lay[k]["recovered"])
+    return (f"<p><b>Where it hurts:</b> {escape(worst)} costs the most on its own "
+            f"({lay[worst]['drop_only']:.2f} points with only it approximated); leaving {escape(rec)} exact "
+            f"recovers the most ({lay[rec]['recovered']:.2f} of the {sens['drop_full']:.2f} points lost with "
+            f"every layer approximated).</p>")
 
 
 def fmt_opt(value: Any, suffix: str = "", digits: int = 2) -> str:

@@ -21,7 +21,8 @@ padding:8px 14px;min-width:150px}.card .v{font-size:22px;font-weight:600}.card .
 .bad{color:#b42318}.good{color:#1a7f37}figure{margin:10px 0 22px}figure img{max-width:100%;
 border:1px solid #eaeef2}figcaption{font-size:13px;color:#57606a;max-width:1000px}
 code{background:#f3f5f7;padding:1px 4px;border-radius:3px;font-size:12px}
-.explain{font-size:14px;max-width:1000px}
+.explain{font-size:14px;max-width:1000px}.kv{font-size:13px;color:#33404d;max-width:1100px}
+summary{cursor:pointer;font-size:13px;color:#0b5cad;margin:4px 0}
 """
 
 
