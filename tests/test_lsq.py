@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from triseg.errors import TrisegError
 from triseg.lsq.__main__ import main as lsq_main
-from triseg.lsq.integer import IntegerModel, export_integer, mac, quantize_multiplier, requantize
+from triseg.lsq.integer import IntegerModel, export_integer, mac, quantize_multiplier, requantize_
 from triseg.lsq.models import ConvBN, build_model
 from triseg.lsq.qat import to_qat
 from triseg.lsq.quantizer import LsqQuantizer, check_bits
@@ -80,7 +80,7 @@ def test_fixed_point_multiplier_reproduces_m(m: float) -> None:
 @given(st.floats(min_value=1e-4, max_value=4.0), st.integers(min_value=-(2**31) + 1, max_value=2**31 - 1))
 def test_requantize_is_exact_rounding(m: float, acc: int) -> None:
     m0, n = quantize_multiplier(m)
-    got = requantize(torch.tensor([acc]), m0, n).item()
+    got = requantize_(torch.tensor([acc]), m0, n).item()
     exact = Fraction(acc * m0, 2 ** (31 + n))
     assert got == math.floor(exact + Fraction(1, 2))
 

@@ -6,7 +6,7 @@ quantized (one float division and rounding), every tensor is an integer tensor:
 * conv / linear: int8 weight codes, activation codes, int32 bias at scale ``s_in * s_w``; the
   multiply-accumulate is int32 arithmetic. CPU torch has no integer conv2d, so the MAC kernel runs
   as a floating-point conv on the exact integer values and is cast straight back to int64. Export
-  bounds every layer's sum of |products| (``K * max|x| * max|w|``, asserted below 2**31); below
+  bounds every layer's accumulator (``K * max|x| * max|w| + max|b|``, asserted below 2**31); below
   2**24 the layer uses float32 (exact: every product and partial sum is an integer float32 holds),
   otherwise float64 (exact below 2**53). No rounding happens anywhere, whatever the summation order,
   as long as the kernel multiplies and adds (direct or im2col+GEMM conv, no Winograd/FFT; the tests
@@ -49,23 +49,29 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
     return m0, -exponent
 
 
-def rounding_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """``round(x / 2**shift)`` with halves rounded up, on int64."""
-    return x if shift == 0 else (x + (1 << (shift - 1))) >> shift
+def rounding_shift_(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """In place: ``round(x / 2**shift)`` with halves rounded up, on int64."""
+    return x if shift == 0 else x.add_(1 << (shift - 1)).bitwise_right_shift_(shift)
 
 
-def requantize(acc: torch.Tensor, m0: int, n: int) -> torch.Tensor:
-    """``round(acc * M0 * 2**-(31 + n))`` exactly (``|acc| < 2**31`` keeps the product below 2**62)."""
-    return rounding_shift(acc * m0, 31 + n)
+def requantize_(acc: torch.Tensor, m0: int, n: int) -> torch.Tensor:
+    """In place: ``round(acc * M0 * 2**-(31 + n))`` exactly (``|acc| < 2**31`` keeps the product below 2**62)."""
+    return rounding_shift_(acc.mul_(m0), 31 + n)
+
+
+def add_requantize(a: torch.Tensor, b: torch.Tensor, m0n: list) -> torch.Tensor:
+    """``round(a * Ma + b * Mb)``: both products at the smaller shift, summed, rounded once more."""
+    (m0a, na), (m0b, nb) = m0n
+    k = min(na, nb)
+    return rounding_shift_(rounding_shift_(a * m0a, na - k).add_(rounding_shift_(b * m0b, nb - k)), 31 + k)
 
 
 def mac(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int, padding: int,
         dtype: torch.dtype) -> torch.Tensor:
     """Integer conv (4-D ``w``) or linear plus bias, via an exact ``dtype`` kernel (module docstring)."""
     if w.ndim == 4:
-        acc = F.conv2d(x.to(dtype), w.to(dtype), None, stride, padding)
-        return acc.long() + b.long().view(1, -1, 1, 1)
-    return F.linear(x.to(dtype), w.to(dtype)).long() + b.long()
+        return F.conv2d(x.to(dtype), w.to(dtype), b.to(dtype), stride, padding).long()
+    return F.linear(x.to(dtype), w.to(dtype), b.to(dtype)).long()
 
 
 class IntegerModel:
@@ -110,20 +116,17 @@ class IntegerModel:
                 dtype = torch.float32 if op["mac_bound"] < FLOAT32_EXACT else torch.float64
                 y = mac(a, op["weight"], op["bias"], op["stride"], op["padding"], dtype)
             elif kind == "add":
-                b = env[op["inputs"][1]]
-                (m0a, na), (m0b, nb) = out["m0n"]
-                k = 31 + min(na, nb)
-                y = rounding_shift(rounding_shift(a * m0a, 31 + na - k) + rounding_shift(b * m0b, 31 + nb - k), k)
+                y = add_requantize(a, env[op["inputs"][1]], out["m0n"])
             elif kind == "maxpool":
                 y = F.max_pool2d(a.double(), op["kernel"], op["stride"], op["padding"]).long()
             else:
                 y = a.sum((2, 3))
             if out is not None:
                 if kind != "add":
-                    y = requantize(y, *out["m0n"][0])
-                y = torch.clamp(y, out["qn"], out["qp"])
+                    y = requantize_(y, *out["m0n"][0])
+                y = y.clamp_(out["qn"], out["qp"])
             elif op["relu"]:
-                y = torch.clamp_min(y, 0)
+                y = y.clamp_min_(0)
             env[op["name"]] = y
             if record is not None:
                 record[op["name"]] = y
@@ -162,12 +165,11 @@ def export_integer(net, input_shape: tuple[int, ...], path: str | Path | None = 
                 w = layer.wq.codes(layer.weight)
                 acc_scale = bias_scale(scales[src], layer.wq.step)
                 b = torch.round(layer.bias / acc_scale)
-                products = w[0].numel() * bound[src] * int(w.abs().max())
-                limit = products + int(b.abs().max())
+                limit = w[0].numel() * bound[src] * int(w.abs().max()) + int(b.abs().max())
                 if limit >= INT32_LIMIT:
                     raise TrisegError(f"layer {op.name}: the accumulator may reach {limit}, beyond int32")
                 entry.update(weight=w.to(torch.int8), bias=b.to(torch.int32), stride=layer.stride,
-                             padding=layer.padding, mac_bound=products)
+                             padding=layer.padding, mac_bound=limit)
                 bound[op.name] = limit
             elif op.kind == "add" and op.name not in net.acts:
                 raise TrisegError(f"add {op.name} has no output quantizer; the integer engine cannot run it")
