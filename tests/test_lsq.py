@@ -112,9 +112,9 @@ def test_float32_mac_is_exact_near_its_bound() -> None:
     assert torch.equal(mac(*small, b, 1, 1, torch.float32), ref_small + b.view(1, -1, 1, 1))
 
 
-def _qat_model(name: str, w_bits: int, a_bits: int, seed: int = 0):
-    """A QAT net with non-trivial BN statistics and calibrated steps."""
-    torch.manual_seed(seed)
+def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None = None):
+    """A QAT net with non-trivial BN statistics, steps calibrated on ``calib`` (default: noise)."""
+    torch.manual_seed(0)
     net = build_model(name)
     with torch.no_grad():
         for m in net.modules():
@@ -126,7 +126,7 @@ def _qat_model(name: str, w_bits: int, a_bits: int, seed: int = 0):
     q = to_qat(net, w_bits, a_bits)
     q.train()
     with torch.no_grad():
-        q(torch.randn(16, 3, 32, 32))
+        q(torch.randn(16, 3, 32, 32) if calib is None else calib)
     return q.eval()
 
 
@@ -202,3 +202,40 @@ def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.Capture
     assert lsq_main(["lsq-infer", "--int-model", str(qdir / "int_model.pt"), "--eval-limit", "64",
                      "--json", str(report)]) == 0
     assert json.loads(report.read_text())["integer_top1"] == pytest.approx(r["integer_top1"])
+
+
+def test_imagenet_folder_uses_the_imagenet_stem(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / "in" / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 30), (i * 90, 40, 200)).save(tmp_path / "in" / split / cls / f"{i}.png")
+    out = tmp_path / "run"
+    assert lsq_main(["lsq-train", "--dataset", "imagenet", "--data-dir", str(tmp_path / "in"), "--model", "tiny_vgg",
+                     "--epochs", "1", "--batch-size", "2", "--workers", "0", "--out-dir", str(out),
+                     "--log-dir", str(tmp_path / "tb")]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_classes"] == 2 and metrics["small_input"] is False and metrics["sizes"]["val"] == 4
+    assert lsq_main(["lsq-train", "--dataset", "imagenet", "--data-dir", str(tmp_path), "--epochs", "1",
+                     "--out-dir", str(tmp_path / "x")]) == 2
+
+
+REAL_CIFAR = Path(__file__).parents[1].parent / "shared/data/cifar10-jpg.tar.gz"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_CIFAR.exists(), reason=f"real CIFAR-10 archive not found at {REAL_CIFAR}")
+def test_integer_engine_agrees_on_real_cifar_images() -> None:
+    from triseg.data import batches, load_cifar10
+    from triseg.lsq.infer import compare
+
+    test = load_cifar10(REAL_CIFAR, val_size=0).test
+    x, _ = next(iter(batches(test.take(64), 64)))
+    q = _qat_model("resnet_cifar10", 3, 3, calib=x)
+    engine = IntegerModel(export_integer(q, (3, 32, 32)))
+    r = compare(q, engine, batches(test.take(256), 128))
+    assert r["images"] == 256
+    assert r["min_layer_code_agreement_pct"] >= 99.9 and r["max_layer_code_diff"] <= 1
+    assert r["top1_agreement"] >= 99.5
