@@ -1,0 +1,212 @@
+"""Every search strategy side by side: same model, same data, same seeds, same budget of student evaluations.
+
+For each seed the search space (calibration) and the episode batches are built once and shared by all
+strategies; each run goes through the same loop, top-k, validation selection and single test evaluation
+as ``train_ppo_triseg``. The best-so-far config (by reward) is also scored on the validation split at
+log-spaced evaluation counts, for the convergence plot (never on test). Runs whose JSON exists are
+skipped, so an interrupted benchmark continues where it stopped.
+
+    python benchmarks/search_compare.py --model lenet5 --budget 1000 --seeds 0 1 2 \\
+        --data-dir PATH/cifar10-jpg.tar.gz --out results/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from triseg import quant  # noqa: E402
+from triseg.approx.config import LayerCodes  # noqa: E402
+from triseg.approx.student import Config, evaluate_student  # noqa: E402
+from triseg.artifacts import atomic_write_text  # noqa: E402
+from triseg.cli import build_parser  # noqa: E402
+from triseg.commands.common import load_data, prepare, write_json  # noqa: E402
+from triseg.commands.search import load_student  # noqa: E402
+from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy  # noqa: E402
+from triseg.search.registry import STRATEGIES, build_strategy  # noqa: E402
+from triseg.search.run import SearchSettings, result_json, run_search, select_and_test  # noqa: E402
+from triseg.search.space import build_space  # noqa: E402
+
+ZERO_COST = {"exact-mse": 1}  # strategies that need no search: one evaluation puts them in the top-k
+
+
+class BestSoFar:
+    """Wraps a strategy and snapshots the best config by reward at the given evaluation counts."""
+
+    def __init__(self, inner: Strategy, checkpoints: list[int]) -> None:
+        self.inner, self.name, self.checkpoints = inner, inner.name, set(checkpoints)
+        self.best: tuple[float, Config] | None = None
+        self.snapshots: dict[int, tuple[float, Config]] = {}
+
+    def ask(self, episode: int) -> Config:
+        return self.inner.ask(episode)
+
+    def tell(self, episode: int, config: Config, score: Score) -> dict[str, float]:
+        if self.best is None or score.reward > self.best[0]:
+            self.best = (score.reward, dict(config))
+        if episode + 1 in self.checkpoints:
+            self.snapshots[episode + 1] = self.best
+        return self.inner.tell(episode, config, score)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"inner": self.inner.state_dict(), "best": self.best, "snapshots": self.snapshots}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state["inner"])
+        self.best, self.snapshots = state["best"], state["snapshots"]
+
+
+def log_points(budget: int, n: int) -> list[int]:
+    """About ``n`` log-spaced evaluation counts from 1 to ``budget``."""
+    return sorted({max(1, round(math.exp(i * math.log(budget) / max(1, n - 1)))) for i in range(n)} | {budget})
+
+
+def run_one(name: str, seed: int, model: torch.nn.Module, data, base: list[str], budget: int,
+            out: Path, work: Path, n_points: int) -> dict[str, Any]:
+    """One strategy at one seed: search, select on val, test once, best-so-far curve on val."""
+    args = build_parser().parse_args([*base, "--search", name, "--seed", str(seed), "--episodes", str(budget)])
+    torch.manual_seed(seed)
+    space = build_space(model, data.train, args.calib_batches, args.batch_size,
+                        quant.activation_top_code(args.backend), seed=seed)
+    attention = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
+    evaluator = Evaluator(model, EpisodeBatches(model, data.train, args.batch_size, attention, seed=seed),
+                          T=args.kd_T, attention_weight=args.attention_weight)
+    episodes = ZERO_COST.get(name, budget)
+    points = log_points(episodes, n_points)
+    strategy = BestSoFar(build_strategy(name, space, args), points)
+    settings = SearchSettings(episodes=episodes, top_k=args.top_k, max_acc_drop=args.max_acc_drop,
+                              eval_every=max(1, episodes // 10), checkpoint_every=episodes)
+    outcome = run_search(strategy, evaluator, settings, work / f"{name}__{seed}.ckpt", work / "runs" / f"{name}__{seed}")
+    t0 = time.time()
+    chosen = select_and_test(model, data, outcome.top, args.max_acc_drop)
+    selection_time = time.time() - t0
+    teacher_val = chosen["validation"]["acc_teacher"]
+    curve = [{"evaluations": n, "reward": r, "val_drop": teacher_val - evaluate_student(model, c, data.val).accuracy}
+             for n, (r, c) in sorted(strategy.snapshots.items())]
+    changed = sum(c["changed_share"] * c["activations"] for c in chosen["coverage"]["layers"].values())
+    total = sum(c["activations"] for c in chosen["coverage"]["layers"].values())
+    result = result_json(args.model, args.backend, chosen, {
+        "search": name, "episodes": episodes, "student_evaluations": evaluator.evaluations, "seed": seed,
+        "batch_size": args.batch_size, "calib_batches": args.calib_batches, "kd_T": args.kd_T,
+        "attention_weight": args.attention_weight, "max_acc_drop": args.max_acc_drop, "tmax": space.tmax,
+        "skipped_layers": space.skipped, "search_wall_time_s": round(outcome.wall_time, 1),
+        "selection_wall_time_s": round(selection_time, 1), "data": data.source,
+        "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "best_reward": max(h["reward"] for h in outcome.history), "changed_share": changed / max(1, total),
+        "best_so_far_val": curve,
+    })
+    write_json(result, out / f"{name}__seed{seed}.json")
+    return result
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± std`` (std over seeds; 0 for one seed)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+
+
+def summarise(model: str, results: dict[str, list[dict[str, Any]]], budget: int, out: Path) -> str:
+    """The Markdown table, best test drop first."""
+    rows = []
+    for name, runs in results.items():
+        rows.append((statistics.mean(r["metrics"]["acc_drop"] for r in runs), [
+            f"`{name}`", str(len(runs)), str(runs[0]["student_evaluations"]),
+            mean_std([r["validation"]["acc_drop"] for r in runs]),
+            mean_std([r["metrics"]["acc_drop"] for r in runs]),
+            f"{statistics.mean(r['best_reward'] for r in runs):.4f} ± "
+            f"{(statistics.stdev([r['best_reward'] for r in runs]) if len(runs) > 1 else 0):.4f}",
+            mean_std([100 * r["coverage"]["mapped_share"] for r in runs]),
+            mean_std([100 * r["changed_share"] for r in runs]),
+            mean_std([r["search_wall_time_s"] + r["selection_wall_time_s"] for r in runs]),
+        ]))
+    head = ["strategy", "seeds", "evaluations", "val drop (pt)", "test drop (pt)", "best reward",
+            "mapped share (%)", "changed share (%)", "wall time (s)"]
+    lines = [f"{model}, budget {budget} student evaluations per run (mean ± std over seeds; drops in accuracy points, "
+             "lower is better)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(rows, key=lambda r: r[0])]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(text, out / "table.md")
+    return text
+
+
+def plot(model: str, results: dict[str, list[dict[str, Any]]], budget: int, out: Path) -> Path:
+    """Best-so-far validation drop against student evaluations (mean over seeds, band = min..max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, runs in results.items():
+        xs = [p["evaluations"] for p in runs[0]["best_so_far_val"]]
+        ys = [[r["best_so_far_val"][i]["val_drop"] for r in runs] for i in range(len(xs))]
+        if len(xs) == 1:  # no search: a constant over the whole budget
+            xs, ys = [1, budget], ys * 2
+        mean = [statistics.mean(y) for y in ys]
+        (line,) = ax.plot(xs, mean, marker="o", ms=3, label=name)
+        ax.fill_between(xs, [min(y) for y in ys], [max(y) for y in ys], color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("student evaluations")
+    ax.set_ylabel("validation accuracy drop of best-so-far config (points)")
+    ax.set_title(f"{model}: best-so-far (by reward) config on the validation split")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "best_so_far.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="lenet5")
+    p.add_argument("--budget", type=int, default=1000, help="student evaluations per run (default 1000)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 (default: $TRISEG_DATA_DIR, else the tiny sample)")
+    p.add_argument("--output-dir", default="outputs", help="where the INT8 model is (the zoo is the fallback)")
+    p.add_argument("--out", default="results/compare", help="result folder (a <model>/ folder is made in it)")
+    p.add_argument("--points", type=int, default=10, help="best-so-far checkpoints on val (default 10)")
+    p.add_argument("--workers", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                   help="further train_ppo_triseg options for every run (e.g. --extra --batch-size 64)")
+    a = p.parse_args()
+    base = ["train_ppo_triseg", "--model", a.model, "--output-dir", a.output_dir, "--workers", str(a.workers),
+            *(["--data-dir", a.data_dir] if a.data_dir else []), *a.extra]
+    args = build_parser().parse_args(base)
+    prepare(args)
+    model, args.backend, _ = load_student(args)
+    base += ["--backend", args.backend]
+    data = load_data(args)
+    out = Path(a.out) / a.model
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in a.strategies}
+    with tempfile.TemporaryDirectory(prefix="search_compare_") as work:
+        for seed in a.seeds:
+            for name in a.strategies:
+                path = out / f"{name}__seed{seed}.json"
+                if path.exists():
+                    result = json.loads(path.read_text())
+                else:
+                    result = run_one(name, seed, model, data, base, a.budget, out, Path(work), a.points)
+                print(f"{a.model} {name} seed {seed}: val drop {result['validation']['acc_drop']:.2f} "
+                      f"test drop {result['metrics']['acc_drop']:.2f} best reward {result['best_reward']:.4f} "
+                      f"({result['search_wall_time_s']:.0f}s)", flush=True)
+                results[name].append(result)
+    print(summarise(a.model, results, a.budget, out))
+    print(f"-> {out / 'table.md'}, {plot(a.model, results, a.budget, out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Mode train_supervised_triseg: the original tool's gradient-based method, in the search's output format."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from triseg import quant
+from triseg.approx.intsim import simulate
+from triseg.cli import mode
+from triseg.commands.common import load_data, prepare, run_dir, write_json
+from triseg.commands.search import RESULT_DIR, load_student
+from triseg.errors import TrisegError
+from triseg.runlog import tensorboard_writer
+from triseg.search.base import Score, TopK
+from triseg.search.run import result_json, select_and_test
+from triseg.search.space import build_space
+from triseg.search.supervised import SupervisedSettings, train_supervised
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.set_defaults(batch_size=128)
+    p.add_argument("--epochs", type=int, default=5, help="passes over the training split (default 5)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on batches per epoch (default: all)")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate, in codes (default 0.05)")
+    p.add_argument("--alpha", type=float, default=0.05, help="weight of the coverage term (default 0.05)")
+    p.add_argument("--beta0", type=float, default=1.0, help="initial gate temperature in codes (default 1)")
+    p.add_argument("--beta-min", type=float, default=0.2, help="floor of the temperature (default 0.2)")
+    p.add_argument("--beta-decay", type=float, default=0.85, help="temperature factor per epoch (default 0.85)")
+    p.add_argument("--round-grad", choices=("ste", "none"), default="ste",
+                   help="gradient of the simulation's rounding: straight-through (default) or none (zero)")
+    p.add_argument("--kd-T", type=float, default=2.0, help="KD temperature (default 2)")
+    p.add_argument("--calib-batches", type=int, default=16, help="training batches for the histograms (default 16)")
+    p.add_argument("--max-acc-drop", type=float, default=2.0, help="accuracy drop limit in points (default 2.0)")
+    p.add_argument("--log-every", type=int, default=20, help="log gradients and codes every N steps (default 20)")
+    p.add_argument("--result-file", default="supervised.json", help="name of the result JSON (default supervised.json)")
+
+
+@mode("train_supervised_triseg", "learn tri-segment maps by gradient descent on KD -> tri_ppo_int_codes/<result-file>",
+      _args)
+def train_supervised_triseg(args: argparse.Namespace) -> None:
+    prepare(args)
+    for name in ("epochs", "log_every", "calib_batches"):
+        if getattr(args, name) < 1:
+            raise TrisegError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    model, be, device = load_student(args)
+    data = load_data(args)
+    if len(data.train) < args.batch_size:
+        raise TrisegError(f"training split has {len(data.train)} images, fewer than --batch-size {args.batch_size}")
+    torch.manual_seed(args.seed)
+    space = build_space(model, data.train, args.calib_batches, args.batch_size, quant.activation_top_code(be),
+                        seed=args.seed)
+    if not space.layers:
+        raise TrisegError(f"no layer of {args.model} can be approximated (every tmax < 10)")
+    settings = SupervisedSettings(epochs=args.epochs, lr=args.lr, alpha=args.alpha, beta0=args.beta0,
+                                  beta_min=args.beta_min, beta_decay=args.beta_decay, batch_size=args.batch_size,
+                                  steps_per_epoch=args.steps_per_epoch, kd_T=args.kd_T, round_grad=args.round_grad,
+                                  log_every=args.log_every, seed=args.seed)
+    sim = model if device == "cuda" else simulate(model)
+    stem = Path(args.result_file).stem
+    writer = tensorboard_writer(run_dir(args, f"supervised__{stem}"))
+    t0 = time.time()
+    outcome = train_supervised(sim, space, data.train, settings, writer)
+    writer.close()
+    train_time = time.time() - t0
+    top = TopK(len(outcome.epoch_configs))
+    for epoch, config in enumerate(outcome.epoch_configs, 1):  # later epochs rank first among equals on val
+        top.add(config, Score(float(epoch), 0.0, 0.0), epoch)
+    t0 = time.time()
+    chosen = select_and_test(model, data, top, args.max_acc_drop)
+    out_dir = Path(args.output_dir) / RESULT_DIR
+    history_path = write_json({"settings": vars(settings), "initial_tmax_rule": space.tmax,
+                               "epoch_configs": [{k: vars(c) for k, c in cfg.items()} for cfg in outcome.epoch_configs],
+                               "history": outcome.history}, out_dir / f"{stem}.supervised.json")
+    result = result_json(args.model, be, chosen, {
+        "search": "supervised", "epochs": args.epochs, "gradient_steps": outcome.steps, "student_evaluations": 0,
+        "seed": args.seed, "batch_size": args.batch_size, "calib_batches": args.calib_batches, "kd_T": args.kd_T,
+        "alpha": args.alpha, "lr": args.lr, "beta0": args.beta0, "round_grad": args.round_grad,
+        "max_acc_drop": args.max_acc_drop, "search_wall_time_s": round(train_time, 1),
+        "selection_wall_time_s": round(time.time() - t0, 1), "data": data.source,
+        "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "history_file": history_path.name,
+    })
+    path = write_json(result, out_dir / args.result_file)
+    m = result["metrics"]
+    print(f"{args.model} supervised: {result['selection']}; test teacher {m['acc_teacher']:.2f}% "
+          f"student {m['acc_student']:.2f}% drop {m['acc_drop']:.2f} points; "
+          f"mapped share {result['coverage']['mapped_share']:.3f} -> {path}")
