@@ -72,10 +72,10 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     taps = {layer: inp.model.tap_name(layer) for layer in layers}
     idx = sample_batches(inp.split, inp.batch_size, inp.hist_batches, inp.seed)
     hists = collect_histograms(inp.model, list(taps.values()), (normalize(inp.split.x[i]) for i in idx), len(idx))
-    hist_imgs = {layer: draw(f"hist_{layer}", F.fig_histogram(layer, hists[taps[layer]].counts.numpy(),
-                                                               cfg.layers[layer], label))
-                 for layer in layers}
     hist_images = sum(len(i) for i in idx)
+    hist_imgs = {layer: draw(f"hist_{layer}", F.fig_histogram(layer, hists[taps[layer]].counts.numpy(),
+                                                               cfg.layers[layer], f"{short} ({hist_images} images)"))
+                 for layer in layers}
 
     # search curves
     hist_file = history_path(res, inp.config_file, inp.search_dir)
