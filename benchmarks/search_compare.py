@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from triseg import quant  # noqa: E402
 from triseg.approx.config import LayerCodes  # noqa: E402
 from triseg.approx.student import Config, evaluate_student  # noqa: E402
-from triseg.artifacts import atomic_write_text  # noqa: E402
+from triseg.artifacts import atomic_write_text, stage_path  # noqa: E402
 from triseg.cli import build_parser  # noqa: E402
+from triseg.cli import main as cli_main  # noqa: E402
 from triseg.commands.common import load_data, prepare, write_json  # noqa: E402
 from triseg.commands.search import load_student  # noqa: E402
 from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy  # noqa: E402
@@ -94,8 +95,6 @@ def run_one(name: str, seed: int, model: torch.nn.Module, data, base: list[str],
     teacher_val = chosen["validation"]["acc_teacher"]
     curve = [{"evaluations": n, "reward": r, "val_drop": teacher_val - evaluate_student(model, c, data.val).accuracy}
              for n, (r, c) in sorted(strategy.snapshots.items())]
-    changed = sum(c["changed_share"] * c["activations"] for c in chosen["coverage"]["layers"].values())
-    total = sum(c["activations"] for c in chosen["coverage"]["layers"].values())
     result = result_json(args.model, args.backend, chosen, {
         "search": name, "episodes": episodes, "student_evaluations": evaluator.evaluations, "seed": seed,
         "batch_size": args.batch_size, "calib_batches": args.calib_batches, "kd_T": args.kd_T,
@@ -103,11 +102,30 @@ def run_one(name: str, seed: int, model: torch.nn.Module, data, base: list[str],
         "skipped_layers": space.skipped, "search_wall_time_s": round(outcome.wall_time, 1),
         "selection_wall_time_s": round(selection_time, 1), "data": data.source,
         "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "best_reward": max(h["reward"] for h in outcome.history), "changed_share": changed / max(1, total),
+        "best_reward": max(h["reward"] for h in outcome.history),
         "best_so_far_val": curve,
     })
     write_json(result, out / f"{name}__seed{seed}.json")
     return result
+
+
+def run_supervised(variant: str, seed: int, a: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
+    """train_supervised_triseg (5 epochs of ``a.supervised_steps`` batches) at one seed; result and trajectory files."""
+    name = "supervised" if variant == "ste" else f"supervised-{variant}"
+    stem = f"{name}__seed{seed}"
+    model_file = stage_path(a.output_dir, a.model, "int8")
+    if model_file.exists() and not (work / model_file.name).exists():
+        (work / model_file.name).symlink_to(model_file.resolve())
+    rc = cli_main(["train_supervised_triseg", "--model", a.model, "--workers", str(a.workers), "--seed", str(seed),
+                   *(["--data-dir", a.data_dir] if a.data_dir else []), "--epochs", "5",
+                   "--steps-per-epoch", str(a.supervised_steps), "--round-grad", variant, "--output-dir", str(work),
+                   "--result-file", f"{stem}.json"])
+    if rc != 0:
+        raise SystemExit(f"train_supervised_triseg failed for seed {seed}")
+    for suffix in (".json", ".supervised.json"):
+        src = work / "tri_ppo_int_codes" / f"{stem}{suffix}"
+        atomic_write_text(src.read_text(), out / src.name)
+    return json.loads((out / f"{stem}.json").read_text())
 
 
 def mean_std(values: list[float]) -> str:
@@ -116,18 +134,27 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {std:.2f}"
 
 
+def changed_share(result: dict[str, Any]) -> float:
+    """Share of all activations at approximated taps whose code the chosen maps changed (test split)."""
+    layers = result["coverage"]["layers"].values()
+    return sum(c["changed_share"] * c["activations"] for c in layers) / max(1, sum(c["activations"] for c in layers))
+
+
 def summarise(model: str, results: dict[str, list[dict[str, Any]]], budget: int, out: Path) -> str:
     """The Markdown table, best test drop first."""
     rows = []
     for name, runs in results.items():
+        rewards = [r["best_reward"] for r in runs if "best_reward" in r]
+        cost = (f"{runs[0]['gradient_steps']} grad steps" if "gradient_steps" in runs[0]
+                else str(runs[0]["student_evaluations"]))
         rows.append((statistics.mean(r["metrics"]["acc_drop"] for r in runs), [
-            f"`{name}`", str(len(runs)), str(runs[0]["student_evaluations"]),
+            f"`{name}`", str(len(runs)), cost,
             mean_std([r["validation"]["acc_drop"] for r in runs]),
             mean_std([r["metrics"]["acc_drop"] for r in runs]),
-            f"{statistics.mean(r['best_reward'] for r in runs):.4f} ± "
-            f"{(statistics.stdev([r['best_reward'] for r in runs]) if len(runs) > 1 else 0):.4f}",
+            (f"{statistics.mean(rewards):.4f} ± {(statistics.stdev(rewards) if len(rewards) > 1 else 0):.4f}"
+             if rewards else "n/a"),
             mean_std([100 * r["coverage"]["mapped_share"] for r in runs]),
-            mean_std([100 * r["changed_share"] for r in runs]),
+            mean_std([100 * changed_share(r) for r in runs]),
             mean_std([r["search_wall_time_s"] + r["selection_wall_time_s"] for r in runs]),
         ]))
     head = ["strategy", "seeds", "evaluations", "val drop (pt)", "test drop (pt)", "best reward",
@@ -149,6 +176,8 @@ def plot(model: str, results: dict[str, list[dict[str, Any]]], budget: int, out:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, runs in results.items():
+        if "best_so_far_val" not in runs[0]:
+            continue
         xs = [p["evaluations"] for p in runs[0]["best_so_far_val"]]
         ys = [[r["best_so_far_val"][i]["val_drop"] for r in runs] for i in range(len(xs))]
         if len(xs) == 1:  # no search: a constant over the whole budget
@@ -180,6 +209,10 @@ def main() -> None:
     p.add_argument("--out", default="results/compare", help="result folder (a <model>/ folder is made in it)")
     p.add_argument("--points", type=int, default=10, help="best-so-far checkpoints on val (default 10)")
     p.add_argument("--workers", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--supervised-steps", type=int, default=0,
+                   help="also run train_supervised_triseg, 5 epochs of this many batches (default 0: skip)")
+    p.add_argument("--supervised-variants", nargs="+", default=["ste", "none"], choices=["ste", "none"],
+                   help="rounding gradients of the supervised runs (default: ste and none)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further train_ppo_triseg options for every run (e.g. --extra --batch-size 64)")
     a = p.parse_args()
@@ -204,6 +237,14 @@ def main() -> None:
                       f"test drop {result['metrics']['acc_drop']:.2f} best reward {result['best_reward']:.4f} "
                       f"({result['search_wall_time_s']:.0f}s)", flush=True)
                 results[name].append(result)
+            for variant in a.supervised_variants if a.supervised_steps else []:
+                name = "supervised" if variant == "ste" else f"supervised-{variant}"
+                path = out / f"{name}__seed{seed}.json"
+                result = (json.loads(path.read_text()) if path.exists()
+                          else run_supervised(variant, seed, a, out, Path(work)))
+                print(f"{a.model} {name} seed {seed}: val drop {result['validation']['acc_drop']:.2f} "
+                      f"test drop {result['metrics']['acc_drop']:.2f}", flush=True)
+                results.setdefault(name, []).append(result)
     print(summarise(a.model, results, a.budget, out))
     print(f"-> {out / 'table.md'}, {plot(a.model, results, a.budget, out)}")
 
