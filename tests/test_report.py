@@ -15,7 +15,7 @@ from triseg.analysis.sensitivity import candidate_configs
 from triseg.approx.config import LayerCodes
 from triseg.approx.lut import map_codes
 from triseg.cli import legacy_main, main
-from triseg.report.figures import fig_histogram, mapped_counts, png_bytes
+from triseg.report.figures import fig_histogram, fig_search_curves, mapped_counts, png_bytes
 
 from test_analysis import CONFIG, LAYERS, write_config
 
@@ -96,6 +96,21 @@ def test_candidates_need_a_matching_checkpoint(search_run):
     result["validation"]["candidates"][0]["reward"] = -0.4
     assert candidate_configs(result, search_run, out)[0] is None
     assert candidate_configs(result, search_run, out / "nowhere")[0] is None
+
+
+def test_gradient_run_history_gives_candidates_and_curves(search_run):
+    result = json.loads(search_run.read_text())
+    history = {"epoch_configs": [codes(OTHER), codes(CONFIG)],
+               "history": [{"step": i, "epoch": 1 + i // 3, "kd": 0.1 * i, "coverage": 0.4, "codes": {}}
+                           for i in range(6)]}
+    result["validation"]["candidates"] = [{"reward": 2.0, "episode": 2, "val_drop": 3.0},
+                                          {"reward": 1.0, "episode": 1, "val_drop": 4.0}]
+    configs, source = candidate_configs(result, search_run, Path("/nonexistent"), history)
+    assert [c["conv1"].t1 for c in configs] == [5, 4] and "epochs" in source
+    fig = fig_search_curves(history["history"], result["validation"]["candidates"], 0, 2.0)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles[:2] == ["kd", "coverage"] and "no per-episode val drop" in titles[2]
+    assert png_bytes(fig).startswith(PNG_MAGIC)
 
 
 def test_report_without_history_or_checkpoint_says_so(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,34 @@ def history_path(result: dict[str, Any], config_file: Path, out_dir: Path) -> Pa
     return None
 
 
-def candidate_configs(result: dict[str, Any], config_file: Path, out_dir: Path) -> tuple[list[Config] | None, str]:
-    """Configs of the result's validation candidates, read from the search checkpoint.
+def read_history(path: Path) -> Any:
+    """The history JSON; a one-line error when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrisegError(f"history file {path} is not valid JSON ({exc})") from None
 
-    The result JSON stores each candidate's reward, episode and val numbers but not its codes; the
-    final search checkpoint holds the top-k configs. Returns (configs in candidate order, note), or
-    (None, why not) when the checkpoint is missing or does not match the result.
+
+def _codes(config: dict[str, dict[str, int]]) -> Config:
+    return {k: LayerCodes(**v) for k, v in config.items()}
+
+
+def candidate_configs(result: dict[str, Any], config_file: Path, out_dir: Path,
+                      history: Any = None) -> tuple[list[Config] | None, str]:
+    """Configs of the result's validation candidates, in candidate order.
+
+    The result JSON stores each candidate's reward, episode and val numbers but not its codes. A
+    gradient-descent run's history lists them as ``epoch_configs`` (candidate episode = epoch,
+    1-based); a search's final checkpoint holds its top-k. Returns (configs, where from), or
+    (None, why not) when neither is there or the source does not match the result.
     """
     cands = result.get("validation", {}).get("candidates", [])
     if not cands:
         return None, "the result lists no validation candidates"
+    if isinstance(history, dict) and isinstance(history.get("epoch_configs"), list):
+        epochs = history["epoch_configs"]
+        if all(isinstance(c["episode"], int) and 1 <= c["episode"] <= len(epochs) for c in cands):
+            return [_codes(epochs[c["episode"] - 1]) for c in cands], "candidate configs from the history's epochs"
     tag = f"{result['model']}__{result.get('search', 'ppo')}__{result.get('seed', 0)}__{config_file.stem}"
     ckpt = out_dir / "checkpoints" / f"{tag}.search.ckpt"
     if not ckpt.exists():
@@ -83,5 +102,5 @@ def candidate_configs(result: dict[str, Any], config_file: Path, out_dir: Path) 
         entry = top.get(cand["episode"])
         if entry is None or abs(entry["reward"] - cand["reward"]) > 1e-9:
             return None, f"search checkpoint {ckpt} does not match the result's candidates (a later run?)"
-        configs.append({k: LayerCodes(**v) for k, v in entry["config"].items()})
+        configs.append(_codes(entry["config"]))
     return configs, f"candidate configs from {ckpt}"

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from triseg.analysis.acts import sample_batches
-from triseg.analysis.sensitivity import candidate_configs, history_path, layer_sensitivity
+from triseg.analysis.sensitivity import candidate_configs, history_path, layer_sensitivity, read_history
 from triseg.approx.calibrate import collect_histograms
 from triseg.approx.config import TrisegConfig
 from triseg.approx.student import evaluate_student
@@ -79,18 +79,21 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
 
     # search curves
     hist_file = history_path(res, inp.config_file, inp.search_dir)
+    history = None if hist_file is None else read_history(hist_file)
     cands = res.get("validation", {}).get("candidates", [])
-    cand_cfgs, cand_note = candidate_configs(res, inp.config_file, inp.search_dir)
+    cand_cfgs, cand_note = candidate_configs(res, inp.config_file, inp.search_dir, history)
     selected = None
     if cand_cfgs is not None:
         selected = next((i for i, c in enumerate(cand_cfgs) if c == cfg.layers), None)
+    rows = history.get("history") if isinstance(history, dict) else history
     curves = None
-    if hist_file is not None:
-        history = json.loads(hist_file.read_text())
-        curves = draw("search_curves", F.fig_search_curves(history, cands, selected, res.get("max_acc_drop")))
-    else:
+    if hist_file is None:
         notes.append(f"search history {res.get('history_file')!r} not found beside the config or under "
                      f"{inp.search_dir}: no search curves")
+    elif not (isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)):
+        notes.append(f"{hist_file} holds no per-episode rows: no search curves")
+    else:
+        curves = draw("search_curves", F.fig_search_curves(rows, cands, selected, res.get("max_acc_drop")))
 
     # drop against coverage for every candidate config (evaluated here, on the report split)
     if cand_cfgs is not None:
@@ -176,11 +179,12 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     page.sections.append(Section("Code histograms", "".join(figs)))
     body = []
     if curves is not None:
-        body.append(figure(curves, f"Search curves from <code>{escape(hist_file.name)}</code>: reward, KD loss "
-                                   "and attention loss per episode (light) with a running mean; red = best reward so "
-                                   "far. Bottom right: validation drop &mdash; the search logs none per episode, so "
-                                   "the top-k configs' val drops (measured after the search) are plotted at the "
-                                   "episode that found each; red star = the selected config.", "search curves"))
+        body.append(figure(curves, f"Curves from <code>{escape(hist_file.name)}</code>: per-episode (or per-step) "
+                                   "values (light) with a running mean; for a search, red = best reward so far. "
+                                   "Last panel: validation drop &mdash; the run logs none per episode, so the "
+                                   "top-k configs' val drops (measured after the search) are plotted at the "
+                                   "episode (epoch) recorded with each; red star = the selected config.",
+                           "search curves"))
     body.append(figure(scatter, "Accuracy drop against mapped share on "
                                 f"{escape(label)} for every config the selection evaluated (the search's "
                                 "top-k), coloured by search reward; red star = selected. Configs further right "

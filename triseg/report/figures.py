@@ -101,47 +101,70 @@ def _rolling(y: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([head, (c[window:] - c[:-window]) / window])
 
 
-def fig_search_curves(history: list[dict[str, float]], candidates: Sequence[dict[str, Any]],
-                      selected: int | None, max_acc_drop: float | None) -> Figure:
-    """Reward (+ best so far), KD loss, attention loss per episode, and the validation drop.
+SEARCH_KEYS = ("episode", "reward", "kd", "at", "best")
+SEARCH_PANELS = (("reward", "reward = -(KD + w * AT)"), ("kd", "KD loss"), ("at", "attention-transfer loss"))
 
-    The validation panel plots a per-episode ``val_drop`` when the history has one; otherwise the
-    top-k candidates' val drop (measured after the search) at the episode that found each of them.
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def fig_search_curves(rows: list[dict[str, Any]], candidates: Sequence[dict[str, Any]],
+                      selected: int | None, max_acc_drop: float | None) -> Figure:
+    """Per-episode curves from a run's history rows, and the validation drop.
+
+    Search histories (episode, reward, kd, at, best) give reward with best-so-far, KD loss and
+    attention loss; any other history (e.g. a gradient-descent run's per-step rows) gives one panel
+    per numeric key. The last panel plots a per-episode ``val_drop`` when the rows have one;
+    otherwise the top-k candidates' val drop (measured after the search) at the episode or epoch
+    recorded with each of them.
     """
-    ep = np.array([h["episode"] for h in history], dtype=np.float64)
-    fig = Figure(figsize=(11, 6.4))
-    axes = fig.subplots(2, 2, sharex=True).flatten()
-    window = max(1, len(history) // 30)
-    for ax, key, title in ((axes[0], "reward", "reward = -(KD + w * AT)"), (axes[1], "kd", "KD loss"),
-                           (axes[2], "at", "attention-transfer loss")):
-        y = np.array([h[key] for h in history], dtype=np.float64)
-        ax.plot(ep, y, color="#9ecae1", linewidth=0.7, label="per episode")
-        ax.plot(ep, _rolling(y, window), color="#08519c", linewidth=1.4, label=f"mean of {window}")
+    search = all(k in rows[0] for k in SEARCH_KEYS)
+    x_key = next((k for k in ("episode", "step") if k in rows[0]), None)
+    panels = SEARCH_PANELS if search else tuple(
+        (k, k) for k, v in rows[0].items() if _scalar(v) and k not in (x_key, "epoch", "val_drop"))
+    x = np.array([r[x_key] for r in rows] if x_key else np.arange(len(rows)), dtype=np.float64)
+    n = len(panels) + 1
+    fig = Figure(figsize=(11, 3.2 * ((n + 1) // 2)))
+    axes = fig.subplots((n + 1) // 2, 2, squeeze=False).flatten()
+    window = max(1, len(rows) // 30)
+    for ax, (key, title) in zip(axes, panels):
+        y = np.array([r.get(key, np.nan) for r in rows], dtype=np.float64)
+        if window > 1:
+            ax.plot(x, y, color="#9ecae1", linewidth=0.7, label=f"per {x_key or 'row'}")
+        ax.plot(x, _rolling(y, window), color="#08519c", linewidth=1.4,
+                label=f"mean of {window}" if window > 1 else f"per {x_key or 'row'}")
         ax.set_title(title, fontsize=10)
-    axes[0].plot(ep, [h["best"] for h in history], color="#d62728", linewidth=1.4, label="best so far")
-    axes[0].legend(fontsize=8, loc="lower right")
-    ax = axes[3]
-    if history and "val_drop" in history[0]:
-        ax.plot(ep, [h["val_drop"] for h in history], color="#2ca02c")
-        ax.set_title("validation accuracy drop per episode", fontsize=10)
+        ax.set_xlabel(x_key or "logged row")
+    if search:
+        axes[0].plot(x, [r["best"] for r in rows], color="#d62728", linewidth=1.4, label="best so far")
+        axes[0].legend(fontsize=8, loc="lower right")
+    ax = axes[len(panels)]
+    per_row = "val_drop" in rows[0]
+    if per_row:
+        ax.plot(x, [r["val_drop"] for r in rows], color="#2ca02c")
+        ax.set_title(f"validation accuracy drop per {x_key or 'row'}", fontsize=10)
+        ax.set_xlabel(x_key or "logged row")
     elif candidates:
-        x = [c["episode"] for c in candidates]
-        y = [c["val_drop"] for c in candidates]
-        ax.scatter(x, y, s=18, color="#2ca02c", label="top-k candidate")
+        cx = [c["episode"] for c in candidates]
+        cy = [c["val_drop"] for c in candidates]
+        ax.scatter(cx, cy, s=18, color="#2ca02c", label="top-k candidate")
         if selected is not None:
-            ax.scatter([x[selected]], [y[selected]], s=140, marker="*", color="#d62728", zorder=3, label="selected")
-        ax.set_title("val drop of the top-k configs, measured after the search,\n"
-                     "placed at the episode that found each (no per-episode val drop is logged)", fontsize=9)
+            ax.scatter([cx[selected]], [cy[selected]], s=140, marker="*", color="#d62728", zorder=3,
+                       label="selected")
+        ax.set_title("val drop of the top-k configs, measured after the search, placed at the\n"
+                     "episode (epoch) recorded with each; no per-episode val drop is logged", fontsize=9)
+        ax.set_xlabel("episode (epoch) of the candidate")
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no validation data in the result", ha="center", va="center", transform=ax.transAxes)
-    if max_acc_drop is not None and (candidates or (history and "val_drop" in history[0])):
+    if max_acc_drop is not None and (candidates or per_row):
         ax.axhline(max_acc_drop, color="black", linestyle="--", linewidth=0.9)
         ax.text(0.01, max_acc_drop, f" --max-acc-drop {max_acc_drop:g}", transform=ax.get_yaxis_transform(),
                 va="bottom", fontsize=8)
     ax.set_ylabel("points")
-    for ax in axes[2:]:
-        ax.set_xlabel("episode")
+    for extra in axes[n:]:
+        extra.set_visible(False)
     fig.tight_layout()
     return fig
 
