@@ -61,12 +61,11 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     sens = inp.sensitivity or layer_sensitivity(inp.model, cfg.layers, inp.split, inp.batch_size)
     sens_label = (label if inp.sensitivity is None
                   else f"{inp.sensitivity['split']} ({inp.sensitivity['images']} images)")
-    pngs: dict[str, bytes] = {}
 
     def draw(name: str, fig: Any) -> bytes:
-        pngs[name] = F.png_bytes(fig)
-        F.save_png(pngs[name], figures_dir / f"{name}.png")
-        return pngs[name]
+        data = F.png_bytes(fig)
+        F.save_png(data, figures_dir / f"{name}.png")
+        return data
 
     # code histograms of the teacher on the report split
     taps = {layer: inp.model.tap_name(layer) for layer in layers}
