@@ -180,10 +180,11 @@ def plot(model: str, results: dict[str, list[dict[str, Any]]], budget: int, out:
             continue
         xs = [p["evaluations"] for p in runs[0]["best_so_far_val"]]
         ys = [[r["best_so_far_val"][i]["val_drop"] for r in runs] for i in range(len(xs))]
+        style = "-"
         if len(xs) == 1:  # no search: a constant over the whole budget
-            xs, ys = [1, budget], ys * 2
+            xs, ys, style = [1, budget], ys * 2, "--"
         mean = [statistics.mean(y) for y in ys]
-        (line,) = ax.plot(xs, mean, marker="o", ms=3, label=name)
+        (line,) = ax.plot(xs, mean, style, marker="o", ms=3, label=name)
         ax.fill_between(xs, [min(y) for y in ys], [max(y) for y in ys], color=line.get_color(), alpha=0.15)
     ax.set_xscale("log")
     ax.set_xlabel("student evaluations")

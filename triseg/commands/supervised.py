@@ -63,7 +63,7 @@ def train_supervised_triseg(args: argparse.Namespace) -> None:
     stem = Path(args.result_file).stem
     writer = tensorboard_writer(run_dir(args, f"supervised__{stem}"))
     t0 = time.time()
-    outcome = train_supervised(sim, space, data.train, settings, writer)
+    outcome = train_supervised(sim, space, data.train, settings, writer, teacher=model)
     writer.close()
     train_time = time.time() - t0
     top = TopK(len(outcome.epoch_configs))

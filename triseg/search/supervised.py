@@ -173,8 +173,12 @@ def initial_maps(space: SearchSpace) -> SoftMaps:
 
 
 def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: SupervisedSettings,
-                     writer=None) -> SupervisedOutcome:
-    """Learn the maps on ``sim`` (the INT8 model's integer simulation) against its own unmapped output."""
+                     writer=None, teacher: nn.Module | None = None) -> SupervisedOutcome:
+    """Learn the maps on ``sim`` (the INT8 model's integer simulation) against the unmapped model.
+
+    ``teacher`` (default: ``sim`` without maps) gives the target logits; the INT8 model itself is faster.
+    """
+    teacher = sim if teacher is None else teacher
     maps = initial_maps(space)
     opt = torch.optim.Adam(maps.parameters(), lr=s.lr)
     gen = torch.Generator().manual_seed(s.seed)
@@ -191,7 +195,8 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
                 break
             with torch.no_grad():
                 attach(sim, None)
-                teacher = sim(x)
+                attach(teacher, None)
+                target = teacher(x)
             attach(sim, recorder)
             if s.round_grad == "ste":
                 with STERound():
@@ -199,7 +204,7 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
             else:
                 student = sim(x)
             attach(sim, None)
-            kd = kd_loss(student.float(), teacher.float(), s.kd_T)
+            kd = kd_loss(student.float(), target.float(), s.kd_T)
             cov = maps.take_coverage()
             loss = kd - s.alpha * cov
             opt.zero_grad()
