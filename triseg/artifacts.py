@@ -114,13 +114,18 @@ def load_qat(output_dir: str | os.PathLike, name: str) -> tuple[TapModel, str]:
     return model.eval(), blob["backend"]
 
 
-def load_int8(output_dir: str | os.PathLike, name: str) -> tuple[TapModel, str]:
-    """The converted INT8 model (CPU, eval mode) and its backend."""
+def load_int8(output_dir: str | os.PathLike, name: str, engine: str | None = None) -> tuple[TapModel, str]:
+    """The converted INT8 model (CPU, eval mode) packed for ``engine``, and its backend.
+
+    ``engine`` defaults to :func:`triseg.quant.default_engine` of the file's backend.
+    """
     blob = read_stage(output_dir, name, "int8")
     backend = blob["backend"]
+    engine = engine or quant.default_engine(backend)
+    quant.check_engine(backend, engine)
     skeleton = qat_skeleton(name, backend).eval()
     with torch.no_grad():
         skeleton(torch.zeros(1, 3, 32, 32))  # observers need one batch before convert builds modules
-    model = quant.convert(skeleton, backend)
+    model = quant.convert(skeleton, engine)
     model.load_state_dict(blob["state_dict"])
     return model.eval(), backend

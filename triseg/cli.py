@@ -62,6 +62,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--output-dir", default="outputs", help="where model files and results go (default outputs/)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--backend", default=None, help="quantized backend: fbgemm (default), qnnpack or x86")
+    g.add_argument("--engine", default=None,
+                   help="INT8 kernels: fbgemm, x86 or qnnpack (default x86 for fbgemm/x86 models, else qnnpack)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda (INT8 kernels always run on the CPU)")
     g.add_argument("--workers", type=int, default=None, help="CPU threads for tensor math (default: all cores)")
     g.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")

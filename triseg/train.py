@@ -56,9 +56,11 @@ def predictions(model: nn.Module, split: Split, batch_size: int = 256, device: s
 
 
 def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    total = max(1, cfg.epochs * steps)
+    total = max(4, cfg.epochs * steps)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        # warm up for a quarter of the steps, and at least two so that tiny smoke runs stay valid
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
+                                                   pct_start=max(0.25, 2 / total))
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     raise TrisegError(f"unknown schedule {cfg.schedule!r}; choose onecycle or cosine")

@@ -91,9 +91,8 @@ def export_int8(args: argparse.Namespace) -> None:
 @mode("eval_int8", "test accuracy of the INT8 model and its top-1 agreement with the QAT model")
 def eval_int8(args: argparse.Namespace) -> None:
     prepare(args)
-    int8, be = artifacts.load_int8(args.output_dir, args.model)
+    int8, be = artifacts.load_int8(args.output_dir, args.model, args.engine)
     backend(args, be)
-    quant.set_engine(be)
     qat_model, _ = artifacts.load_qat(args.output_dir, args.model)
     data = load_data(args)
     test = data.test

@@ -58,9 +58,8 @@ def _check_positive(**values: int) -> None:
 
 def load_student(args: argparse.Namespace) -> tuple[torch.nn.Module, str, str]:
     """The INT8 teacher (the student's base) on CPU, or its integer simulation on CUDA."""
-    int8, be = artifacts.load_int8(args.output_dir, args.model)
+    int8, be = artifacts.load_int8(args.output_dir, args.model, args.engine)
     backend(args, be)
-    quant.set_engine(be)
     device = resolve_device(args.device)
     if device == "cuda":
         return simulate(int8).to(device), be, device

@@ -77,15 +77,20 @@ def _dist(logits: torch.Tensor, mask: torch.Tensor) -> Categorical:
 
 def evaluate_actions(policy: ActorCritic, states: torch.Tensor, tmax: torch.Tensor,
                      actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Joint log-probability and entropy of an episode's actions (L, 4), and the value."""
+    """Joint log-probability and entropy of E episodes' actions (E, L, 4), and the value.
+
+    The state is the same every episode, so one policy forward serves the whole buffer.
+    """
     logits, value = policy(states)
-    t1, t2 = actions[:, 0], actions[:, 1]
-    logp, ent = torch.zeros(()), torch.zeros(())
+    e, num_layers = actions.shape[:2]
+    flat = actions.reshape(e * num_layers, 4)
+    tm = tmax.repeat(e)
+    logp, ent = torch.zeros(e), torch.zeros(e)
     for i, head in enumerate(HEADS):
-        d = _dist(logits[head], masks(head, tmax, t1, t2))
-        logp = logp + d.log_prob(actions[:, i]).sum()
-        ent = ent + d.entropy().sum()
-    return logp, ent, value
+        d = _dist(logits[head].repeat(e, 1), masks(head, tm, flat[:, 0], flat[:, 1]))
+        logp = logp + d.log_prob(flat[:, i]).view(e, num_layers).sum(1)
+        ent = ent + d.entropy().view(e, num_layers).sum(1)
+    return logp, ent, value.expand(e)
 
 
 class PPOStrategy:
@@ -134,10 +139,9 @@ class PPOStrategy:
         adv = returns_t - old_values
         adv = (adv - adv.mean()) / (adv.std() + 1e-8) if len(adv) > 1 else adv * 0
         stats: dict[str, float] = {}
+        actions = torch.stack(self.buffer["actions"])
         for _ in range(self.cfg.k_epochs):
-            logps, ents, values = zip(*(evaluate_actions(self.policy, self.space.features, self.tmax, a)
-                                        for a in self.buffer["actions"]))
-            logp, ent, value = torch.stack(logps), torch.stack(ents), torch.stack(values)
+            logp, ent, value = evaluate_actions(self.policy, self.space.features, self.tmax, actions)
             ratio = torch.exp(logp - old_logp)
             surr = torch.min(ratio * adv, torch.clamp(ratio, 1 - self.cfg.eps_clip, 1 + self.cfg.eps_clip) * adv)
             value_loss = (value - returns_t).pow(2).mean()

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real CIFAR-10 archive (skipped when absent) and small built models."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from triseg import artifacts, quant
+from triseg.data import Split, load_cifar10
+
+REAL_DATA = Path(os.environ.get("TRISEG_TEST_DATA", Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"))
+
+warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def real_data_path() -> Path:
+    """The full CIFAR-10 JPEG archive beside the checkout (../shared/data), or skip."""
+    if not REAL_DATA.exists():
+        pytest.skip(f"real CIFAR-10 archive not found at {REAL_DATA} (only the developers' machines have it)")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """The tiny sample shipped in the package (480 train / 120 test images)."""
+    return load_cifar10(None, val_size=48)
+
+
+@pytest.fixture(scope="session")
+def lenet_int8():
+    """The zoo's LeNet-5 INT8 model and its QAT twin."""
+    int8, backend = artifacts.load_int8(artifacts.ZOO_DIR, "lenet5")
+    quant.set_engine(backend)
+    qat, _ = artifacts.load_qat(artifacts.ZOO_DIR, "lenet5")
+    return int8, qat, backend
+
+
+def tiny_split(split: Split, n: int) -> Split:
+    """The first ``n`` images of a split."""
+    return split.take(n)

@@ -1,0 +1,87 @@
+"""Both front-ends: every mode has --help, bad input gives one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from triseg.cli import MODES, build_parser, legacy_main, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES) if MODES else ["train_float"])
+def test_every_mode_has_help(mode, capsys):
+    build_parser()
+    with pytest.raises(SystemExit) as ex:
+        main([mode, "--help"])
+    assert ex.value.code == 0
+    assert "--model" in capsys.readouterr().out
+
+
+def test_unknown_model_and_mode_list_the_choices(tmp_path, capsys):
+    assert main(["train_float", "--model", "lenet6", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "lenet5" in err and "alexnet" in err
+    assert legacy_main(["--mode", "fly"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "train_float" in err and "eval_int8" in err
+
+
+def test_missing_prerequisite_names_the_command(tmp_path):
+    proc = _run("--mode", "train_qat", "--model", "alexnet", "--qat-epochs", "10", "--qat-lr", "0.001",
+                "--batch-size", "128", "--output-dir", str(tmp_path / "outputs"), cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "alexnet_qat_preconvert.pth" not in lines[0]
+    assert "alexnet_float_unfused.pth not found: run train_float first" in lines[0]
+    proc = _run("--mode", "eval_int8", "--output-dir", str(tmp_path / "outputs"), cwd=tmp_path)
+    assert proc.returncode == 2 and "vgg16_int8.pth not found: run export_int8 first" in proc.stderr
+
+
+def test_bad_option_values_are_one_line(tmp_path, capsys):
+    assert main(["train_float", "--model", "lenet5", "--batch-size", "0", "--output-dir", str(tmp_path)]) == 2
+    assert main(["train_float", "--model", "lenet5", "--data-dir", str(tmp_path / "none")]) == 2
+    errs = capsys.readouterr().err.strip().splitlines()
+    assert len(errs) == 2 and "batch-size" in errs[0] and "does not exist" in errs[1]
+    with pytest.raises(SystemExit) as ex:
+        main(["train_float", "--epochs", "many"])
+    assert ex.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_eval_config_errors(tmp_path, capsys):
+    cfg = {"layers": {"conv1": {"t1_code": 3, "v1_code": 6, "t2_code": 9, "v2_code": 12, "tmax_code": 14}},
+           "model": "alexnet", "backend": "fbgemm"}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["eval_ppo_int8", "--model", "lenet5", "--config-path", str(path)]) == 2
+    assert "is for model alexnet" in capsys.readouterr().err
+    cfg["model"] = "lenet5"
+    cfg["layers"]["conv1"]["v1_code"] = 2
+    path.write_text(json.dumps(cfg))
+    assert main(["eval_ppo_int8", "--model", "lenet5", "--config-path", str(path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note:")]
+    assert len(errors) == 1 and "layer conv1: v1 2 must be in [t1+1, t2-1] = [4, 8]" in errors[0]
+
+
+def test_pipeline_end_to_end_on_the_sample(tmp_path):
+    out = str(tmp_path / "outputs")
+    for argv in (["--mode", "train_float", "--model", "lenet5", "--epochs", "1", "--batch-size", "64"],
+                 ["--mode", "train_qat", "--model", "lenet5", "--qat-epochs", "1", "--batch-size", "64"],
+                 ["--mode", "export_int8", "--model", "lenet5"],
+                 ["--mode", "eval_int8", "--model", "lenet5"]):
+        proc = _run(*argv, "--output-dir", out, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-500:]
+    result = json.loads((tmp_path / "outputs" / "lenet5_int8_eval.json").read_text())
+    assert result["images"] == 120 and 0 <= result["acc_int8"] <= 100 and result["top1_agreement"] > 80
+    for name in ("lenet5_float_unfused.pth", "lenet5_qat_preconvert.pth", "lenet5_int8.pth"):
+        assert (tmp_path / "outputs" / name).exists()
