@@ -14,7 +14,7 @@ from triseg.analysis.stats import PERCENTILES, code_percentiles, weight_stats
 from triseg.approx.calibrate import collect_histograms
 from triseg.approx.config import config_path
 from triseg.artifacts import atomic_write_text
-from triseg.cli import mode
+from triseg.cli import Adder, mode
 from triseg.commands.common import backend, load_data, prepare, write_json
 from triseg.commands.search import checked_config, load_student
 from triseg.data import Cifar10, Split, normalize
@@ -23,7 +23,9 @@ from triseg.models.base import TapModel
 from triseg.report.build import ReportInputs, build_report
 
 
-def _sample_args(split: str, num_batches: int, batch_size: int) -> Any:
+def _sample_args(split: str, num_batches: int, batch_size: int) -> Adder:
+    """Options of the modes that run batches of one split: --split, --num-batches and a --batch-size default."""
+
     def add(p: argparse.ArgumentParser) -> None:
         p.set_defaults(batch_size=batch_size)
         p.add_argument("--split", default=split, choices=("train", "val", "test"),
