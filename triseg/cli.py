@@ -30,6 +30,7 @@ class Mode:
 
 
 MODES: dict[str, Mode] = {}
+LSQ_MODES = ("lsq-train", "lsq-qat", "lsq-infer")
 
 
 def mode(name: str, help: str, add_arguments: Adder = lambda p: None) -> Callable[[Runner], Runner]:
@@ -81,6 +82,9 @@ def build_parser(prog: str = "triseg") -> argparse.ArgumentParser:
         add_common(sp)
         m.add_arguments(sp)
         sp.set_defaults(run=m.run)
+    from triseg.lsq.cli import add_subcommands as add_lsq_subcommands
+
+    add_lsq_subcommands(subs)  # lsq-train, lsq-qat, lsq-infer bring their own options
     return parser
 
 
@@ -88,11 +92,12 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse, run, and turn a TrisegError into one line on stderr with exit code 2."""
     warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
     args = parser.parse_args(argv)
-    if getattr(args, "run", None) is None:
+    handler = getattr(args, "run", None) or getattr(args, "func", None)
+    if handler is None:
         parser.print_help()
         return 2
     try:
-        args.run(args)
+        handler(args)
     except TrisegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -122,11 +127,9 @@ def legacy_main(argv: list[str] | None = None) -> int:
             return 0
         print(f"main.py: error: --mode is required; choose one of {', '.join(MODES)}", file=sys.stderr)
         return 2
-    if known.mode not in MODES:
-        print(f"main.py: error: unknown mode {known.mode!r}; choose one of {', '.join(MODES)}", file=sys.stderr)
+    if known.mode not in MODES and known.mode not in LSQ_MODES:
+        print(f"main.py: error: unknown mode {known.mode!r}; choose one of {', '.join([*MODES, *LSQ_MODES])}",
+              file=sys.stderr)
         return 2
     return run(build_parser(prog="main.py"), [known.mode, *rest])
 
-
-if __name__ == "__main__":
-    sys.exit(main())
