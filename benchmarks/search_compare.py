@@ -109,16 +109,21 @@ def run_one(name: str, seed: int, model: torch.nn.Module, data, base: list[str],
     return result
 
 
+SUPERVISED = {"ste": ("supervised", ["--round-grad", "ste"]),
+              "none": ("supervised-no-ste", ["--round-grad", "none"]),
+              "fixed": ("supervised-fixed-tmax", ["--round-grad", "ste", "--tmax", "fixed"])}
+
+
 def run_supervised(variant: str, seed: int, a: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
-    """train_supervised_triseg (5 epochs of ``a.supervised_steps`` batches) at one seed; result and trajectory files."""
-    name = "supervised" if variant == "ste" else f"supervised-{variant}"
+    """train_supervised_triseg (epochs of ``a.supervised_steps`` batches) at one seed; result and trajectory files."""
+    name, options = SUPERVISED[variant]
     stem = f"{name}__seed{seed}"
     model_file = stage_path(a.output_dir, a.model, "int8")
     if model_file.exists() and not (work / model_file.name).exists():
         (work / model_file.name).symlink_to(model_file.resolve())
     rc = cli_main(["train_supervised_triseg", "--model", a.model, "--workers", str(a.workers), "--seed", str(seed),
-                   *(["--data-dir", a.data_dir] if a.data_dir else []), "--epochs", "5",
-                   "--steps-per-epoch", str(a.supervised_steps), "--round-grad", variant, "--output-dir", str(work),
+                   *(["--data-dir", a.data_dir] if a.data_dir else []), "--epochs", str(a.supervised_epochs),
+                   "--steps-per-epoch", str(a.supervised_steps), *options, "--output-dir", str(work),
                    "--result-file", f"{stem}.json"])
     if rc != 0:
         raise SystemExit(f"train_supervised_triseg failed for seed {seed}")
@@ -211,9 +216,13 @@ def main() -> None:
     p.add_argument("--points", type=int, default=10, help="best-so-far checkpoints on val (default 10)")
     p.add_argument("--workers", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--supervised-steps", type=int, default=0,
-                   help="also run train_supervised_triseg, 5 epochs of this many batches (default 0: skip)")
-    p.add_argument("--supervised-variants", nargs="+", default=["ste", "none"], choices=["ste", "none"],
-                   help="rounding gradients of the supervised runs (default: ste and none)")
+                   help="also run train_supervised_triseg with this many batches per epoch (default 0: skip)")
+    p.add_argument("--supervised-epochs", type=int, default=3, help="epochs of the supervised runs (default 3)")
+    p.add_argument("--supervised-variants", nargs="+", default=list(SUPERVISED), choices=list(SUPERVISED),
+                   help="supervised runs: ste (the original method with STE rounding), none (zero rounding "
+                        "gradients), fixed (STE, tmax fixed at the search's rule); default all")
+    p.add_argument("--supervised-seeds", type=int, nargs="+", default=None,
+                   help="seeds of the supervised runs (default: --seeds)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further train_ppo_triseg options for every run (e.g. --extra --batch-size 64)")
     a = p.parse_args()
@@ -238,11 +247,13 @@ def main() -> None:
                       f"test drop {result['metrics']['acc_drop']:.2f} best reward {result['best_reward']:.4f} "
                       f"({result['search_wall_time_s']:.0f}s)", flush=True)
                 results[name].append(result)
-            for variant in a.supervised_variants if a.supervised_steps else []:
-                name = "supervised" if variant == "ste" else f"supervised-{variant}"
+            for variant, (name, _) in SUPERVISED.items():  # earlier supervised results are reported too
                 path = out / f"{name}__seed{seed}.json"
-                result = (json.loads(path.read_text()) if path.exists()
-                          else run_supervised(variant, seed, a, out, Path(work)))
+                wanted = (a.supervised_steps and variant in a.supervised_variants
+                          and (a.supervised_seeds is None or seed in a.supervised_seeds))
+                if not path.exists() and not wanted:
+                    continue
+                result = json.loads(path.read_text()) if path.exists() else run_supervised(variant, seed, a, out, Path(work))
                 print(f"{a.model} {name} seed {seed}: val drop {result['validation']['acc_drop']:.2f} "
                       f"test drop {result['metrics']['acc_drop']:.2f}", flush=True)
                 results.setdefault(name, []).append(result)

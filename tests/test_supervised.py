@@ -43,11 +43,14 @@ def test_soft_map_is_soft_at_high_temperature() -> None:
 def test_legal_projection_of_any_parameters() -> None:
     gen = torch.Generator().manual_seed(1)
     for _ in range(200):
-        m = SoftTriSegment.from_p90(float(torch.randint(0, 300, (1,), generator=gen)))
+        tmax = float(torch.randint(0, 300, (1,), generator=gen))
+        m = SoftTriSegment.from_tmax(tmax, learn_tmax=bool(torch.rand((), generator=gen) < 0.5))
         with torch.no_grad():
             for p in m.parameters():
                 p.add_(torch.randn((), generator=gen) * 50)
         validate("x", m.legal(255), 255)
+        if m.fixed_tmax is not None:
+            assert m.legal(255).tmax == min(255, max(10, round(tmax)))
 
 
 def test_ste_round() -> None:

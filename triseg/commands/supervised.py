@@ -32,6 +32,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta-decay", type=float, default=0.85, help="temperature factor per epoch (default 0.85)")
     p.add_argument("--round-grad", choices=("ste", "none"), default="ste",
                    help="gradient of the simulation's rounding: straight-through (default) or none (zero)")
+    p.add_argument("--tmax", choices=("learn", "fixed"), default="learn",
+                   help="learn tmax from p90 (the original, default) or fix it at the search's p90 + 10")
     p.add_argument("--kd-T", type=float, default=2.0, help="KD temperature (default 2)")
     p.add_argument("--calib-batches", type=int, default=16, help="training batches for the histograms (default 16)")
     p.add_argument("--max-acc-drop", type=float, default=2.0, help="accuracy drop limit in points (default 2.0)")
@@ -58,6 +60,7 @@ def train_supervised_triseg(args: argparse.Namespace) -> None:
     settings = SupervisedSettings(epochs=args.epochs, lr=args.lr, alpha=args.alpha, beta0=args.beta0,
                                   beta_min=args.beta_min, beta_decay=args.beta_decay, batch_size=args.batch_size,
                                   steps_per_epoch=args.steps_per_epoch, kd_T=args.kd_T, round_grad=args.round_grad,
+                                  tmax=args.tmax,
                                   log_every=args.log_every, seed=args.seed)
     sim = model if device == "cuda" else simulate(model)
     stem = Path(args.result_file).stem
@@ -78,7 +81,7 @@ def train_supervised_triseg(args: argparse.Namespace) -> None:
     result = result_json(args.model, be, chosen, {
         "search": "supervised", "epochs": args.epochs, "gradient_steps": outcome.steps, "student_evaluations": 0,
         "seed": args.seed, "batch_size": args.batch_size, "calib_batches": args.calib_batches, "kd_T": args.kd_T,
-        "alpha": args.alpha, "lr": args.lr, "beta0": args.beta0, "round_grad": args.round_grad,
+        "alpha": args.alpha, "lr": args.lr, "beta0": args.beta0, "round_grad": args.round_grad, "tmax_mode": args.tmax,
         "max_acc_drop": args.max_acc_drop, "search_wall_time_s": round(train_time, 1),
         "selection_wall_time_s": round(time.time() - t0, 1), "data": data.source,
         "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},

@@ -60,8 +60,9 @@ def _inv_softplus(y: float) -> float:
 class SoftTriSegment(nn.Module):
     """One layer's differentiable map on integer codes."""
 
-    def __init__(self, t1: float, t2: float, tmax: float, v1: float, v2: float) -> None:
+    def __init__(self, t1: float, t2: float, tmax: float, v1: float, v2: float, learn_tmax: bool = True) -> None:
         super().__init__()
+        self.fixed_tmax = None if learn_tmax else float(tmax)
         self.t1_base = nn.Parameter(torch.tensor(_inv_softplus(t1)))
         self.dt12 = nn.Parameter(torch.tensor(_inv_softplus(t2 - t1)))
         self.dt2m = nn.Parameter(torch.tensor(_inv_softplus(tmax - t2)))
@@ -69,11 +70,11 @@ class SoftTriSegment(nn.Module):
         self.v2 = nn.Parameter(torch.tensor(float(v2)))
 
     @classmethod
-    def from_p90(cls, p90: float) -> "SoftTriSegment":
-        """The original initialisation: tmax = p90, t1 = 0.35 tmax, t2 = 0.7 tmax, values at segment middles."""
-        tmax = max(float(p90), float(MIN_TMAX))
+    def from_tmax(cls, tmax: float, learn_tmax: bool = True) -> "SoftTriSegment":
+        """The original initialisation (t1 = 0.35 tmax, t2 = 0.7 tmax, values at segment middles)."""
+        tmax = max(float(tmax), float(MIN_TMAX))
         t1, t2 = 0.35 * tmax, 0.7 * tmax
-        return cls(t1, t2, tmax, (t1 + t2) / 2, (t2 + tmax) / 2)
+        return cls(t1, t2, tmax, (t1 + t2) / 2, (t2 + tmax) / 2, learn_tmax)
 
     @classmethod
     def from_codes(cls, c: LayerCodes) -> "SoftTriSegment":
@@ -83,7 +84,8 @@ class SoftTriSegment(nn.Module):
         """The unrounded t1, v1, t2, v2, tmax."""
         t1 = F.softplus(self.t1_base)
         t2 = t1 + F.softplus(self.dt12)
-        return {"t1": t1, "v1": self.v1, "t2": t2, "v2": self.v2, "tmax": t2 + F.softplus(self.dt2m)}
+        tmax = t2 + F.softplus(self.dt2m) if self.fixed_tmax is None else torch.tensor(self.fixed_tmax)
+        return {"t1": t1, "v1": self.v1, "t2": t2, "v2": self.v2, "tmax": tmax}
 
     def forward(self, c: torch.Tensor, beta: float | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mapped codes and the soft share of codes in (0, tmax]; ``beta=None`` uses hard gates."""
@@ -153,6 +155,7 @@ class SupervisedSettings:
     steps_per_epoch: int | None = None
     kd_T: float = 2.0
     round_grad: str = "ste"
+    tmax: str = "learn"
     log_every: int = 20
     seed: int = 0
 
@@ -166,9 +169,12 @@ class SupervisedOutcome:
     steps: int = 0
 
 
-def initial_maps(space: SearchSpace) -> SoftMaps:
-    """Soft maps initialised from each layer's calibration p90 (of the non-zero codes)."""
-    return SoftMaps({layer: SoftTriSegment.from_p90(code_stats(space.histograms[layer].nonzero())["p90"])
+def initial_maps(space: SearchSpace, tmax: str = "learn") -> SoftMaps:
+    """Soft maps initialised at tmax = the calibration p90 of the non-zero codes, learned (the original), or
+    with tmax fixed at the search's rule (p90 + 10) so that coverage matches the searches."""
+    if tmax == "fixed":
+        return SoftMaps({layer: SoftTriSegment.from_tmax(space.tmax[layer], learn_tmax=False) for layer in space.layers})
+    return SoftMaps({layer: SoftTriSegment.from_tmax(code_stats(space.histograms[layer].nonzero())["p90"])
                      for layer in space.layers})
 
 
@@ -179,7 +185,7 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
     ``teacher`` (default: ``sim`` without maps) gives the target logits; the INT8 model itself is faster.
     """
     teacher = sim if teacher is None else teacher
-    maps = initial_maps(space)
+    maps = initial_maps(space, s.tmax)
     opt = torch.optim.Adam(maps.parameters(), lr=s.lr)
     gen = torch.Generator().manual_seed(s.seed)
     recorder = maps.recorder(sim)
