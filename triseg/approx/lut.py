@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -28,12 +30,16 @@ def quint8_table(c: LayerCodes, zero_point: int) -> torch.Tensor:
     return (map_codes(q - zero_point, c) + zero_point).clamp(0, 255).to(torch.uint8)
 
 
+@functools.lru_cache(maxsize=65536)
+def _numpy_table(c: LayerCodes, zero_point: int) -> np.ndarray:
+    return quint8_table(c, zero_point).numpy()
+
+
 class LutEdit:
     """A recorder edit that applies one layer's map on either path."""
 
     def __init__(self, codes: LayerCodes) -> None:
         self.codes = codes
-        self._tables: dict[int, np.ndarray] = {}
 
     def __call__(self, x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
         if x.is_quantized:
@@ -42,10 +48,7 @@ class LutEdit:
 
     def int8_path(self, x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
         """Index the uint8 table with the tensor's own codes (numpy's uint8 gather is ~4x torch's)."""
-        table = self._tables.get(zero_point)
-        if table is None:
-            table = self._tables[zero_point] = quint8_table(self.codes, zero_point).numpy()
-        q = torch.from_numpy(np.take(table, x.int_repr().numpy()))
+        q = torch.from_numpy(np.take(_numpy_table(self.codes, zero_point), x.int_repr().numpy()))
         return torch._make_per_tensor_quantized_tensor(q, scale, zero_point)
 
     def float_path(self, x: torch.Tensor, scale: float) -> torch.Tensor:

@@ -72,7 +72,7 @@ def masks(head: str, tmax: torch.Tensor, t1: torch.Tensor | None = None,
 
 
 def _dist(logits: torch.Tensor, mask: torch.Tensor) -> Categorical:
-    return Categorical(logits=logits.masked_fill(~mask, float("-inf")))
+    return Categorical(logits=logits.masked_fill(~mask, float("-inf")), validate_args=False)
 
 
 def evaluate_actions(policy: ActorCritic, states: torch.Tensor, tmax: torch.Tensor,
@@ -113,10 +113,10 @@ class PPOStrategy:
         chosen: dict[str, torch.Tensor] = {}
         logp = torch.zeros(())
         for head in HEADS:
-            d = _dist(logits[head], masks(head, self.tmax, chosen.get("t1"), chosen.get("t2")))
-            probs = d.probs
-            chosen[head] = torch.multinomial(probs, 1, generator=self.gen).squeeze(1)
-            logp = logp + d.log_prob(chosen[head]).sum()
+            mask = masks(head, self.tmax, chosen.get("t1"), chosen.get("t2"))
+            log_probs = torch.log_softmax(logits[head].masked_fill(~mask, float("-inf")), 1)
+            chosen[head] = torch.multinomial(log_probs.exp(), 1, generator=self.gen).squeeze(1)
+            logp = logp + log_probs.gather(1, chosen[head][:, None]).sum()
         actions = torch.stack([chosen[h] for h in HEADS], 1)
         self.buffer["actions"].append(actions)
         self.buffer["logp"].append(logp)
