@@ -17,7 +17,7 @@ run() {
 
 run $FLOAT $LSQ lsq-train --model resnet_cifar10 --epochs 8 --out-dir $FLOAT --threads 1
 cp $FLOAT/metrics.json $R/float.json
-for cfg in "8 1" "4 2" "2 2"; do
+for cfg in "8 2" "4 3" "2 4"; do
   set -- $cfg
   out=runs/lsq/resnet_cifar10-w$1a$1
   run $out $LSQ lsq-qat --model resnet_cifar10 --float-checkpoint $FLOAT/checkpoint.pt \

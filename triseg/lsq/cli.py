@@ -79,7 +79,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--a-num-bits", type=int, default=4, help="activation bits, 2-8 (default 4)")
     p.add_argument("--first-last-bits", type=int, default=8,
                    help="bits of the input, first conv weights, classifier weights and classifier input (default 8)")
-    p.add_argument("--lr", type=float, default=0.01, help="default 0.01")
+    p.add_argument("--lr", type=float, default=0.001,
+                   help="default 0.001: BN is folded, so the QAT net has no normalisation and diverges at 0.01")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="default 1e-4 (never applied to step sizes)")
     p.set_defaults(func=_run_qat)
 

@@ -17,7 +17,9 @@ every other weight and activation uses ``--w-num-bits`` / ``--a-num-bits``.
 
 BN folding: BatchNorm is folded into the conv weight and bias with its running statistics when the
 float model is converted, and QAT trains the folded parameters, so the trained graph is the
-inference graph (no BN statistics drift, nothing to re-fold at export).
+inference graph (no BN statistics drift, nothing to re-fold at export). Without normalisation the
+net tolerates a smaller learning rate than its BN original: on ResNet-20, SGD at 0.01 diverges
+within five steps, 0.001 (the ``lsq-qat`` default) is stable.
 """
 
 from __future__ import annotations
