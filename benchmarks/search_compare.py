@@ -133,6 +133,27 @@ def run_supervised(variant: str, seed: int, a: argparse.Namespace, out: Path, wo
     return json.loads((out / f"{stem}.json").read_text())
 
 
+def measure_speed(model: torch.nn.Module, data, base: list[str], n: int) -> None:
+    """Print student evaluations per second and the time of one validation evaluation (to size a budget)."""
+    args = build_parser().parse_args(base)
+    space = build_space(model, data.train, 4, args.batch_size, quant.activation_top_code(args.backend))
+    taps = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
+    evaluator = Evaluator(model, EpisodeBatches(model, data.train, args.batch_size, taps), T=args.kd_T,
+                          attention_weight=args.attention_weight)
+    gen = torch.Generator().manual_seed(0)
+    evaluator.score(space.random_config(gen), 0)
+    t0 = time.time()
+    for episode in range(1, n + 1):
+        evaluator.score(space.random_config(gen), episode)
+    rate = n / (time.time() - t0)
+    t0 = time.time()
+    evaluate_student(model, space.random_config(gen), data.val)
+    val = time.time() - t0
+    print(f"{args.model}: {rate:.2f} student evaluations/s (batch {args.batch_size}); one validation evaluation "
+          f"({len(data.val)} images) {val:.1f}s; a run of budget B with top-k {args.top_k} takes about "
+          f"B/{rate:.1f} + {args.top_k + 12}*{val:.0f} s")
+
+
 def mean_std(values: list[float]) -> str:
     """``mean ± std`` (std over seeds; 0 for one seed)."""
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -215,6 +236,7 @@ def main() -> None:
     p.add_argument("--out", default="results/compare", help="result folder (a <model>/ folder is made in it)")
     p.add_argument("--points", type=int, default=10, help="best-so-far checkpoints on val (default 10)")
     p.add_argument("--workers", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--speed", type=int, default=0, help="only time this many student evaluations, then exit")
     p.add_argument("--supervised-steps", type=int, default=0,
                    help="also run train_supervised_triseg with this many batches per epoch (default 0: skip)")
     p.add_argument("--supervised-epochs", type=int, default=3, help="epochs of the supervised runs (default 3)")
@@ -233,6 +255,8 @@ def main() -> None:
     model, args.backend, _ = load_student(args)
     base += ["--backend", args.backend]
     data = load_data(args)
+    if a.speed:
+        return measure_speed(model, data, base, a.speed)
     out = Path(a.out) / a.model
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in a.strategies}
     with tempfile.TemporaryDirectory(prefix="search_compare_") as work:
