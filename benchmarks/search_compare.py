@@ -34,7 +34,8 @@ from triseg.cli import build_parser  # noqa: E402
 from triseg.cli import main as cli_main  # noqa: E402
 from triseg.commands.common import load_data, prepare, write_json  # noqa: E402
 from triseg.commands.search import load_student  # noqa: E402
-from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy  # noqa: E402
+from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy, TopK  # noqa: E402
+from triseg.search.exact_mse import exact_mse_codes  # noqa: E402
 from triseg.search.registry import STRATEGIES, build_strategy  # noqa: E402
 from triseg.search.run import SearchSettings, result_json, run_search, select_and_test  # noqa: E402
 from triseg.search.space import build_space  # noqa: E402
@@ -131,6 +132,31 @@ def run_supervised(variant: str, seed: int, a: argparse.Namespace, out: Path, wo
         src = work / "tri_ppo_int_codes" / f"{stem}{suffix}"
         atomic_write_text(src.read_text(), out / src.name)
     return json.loads((out / f"{stem}.json").read_text())
+
+
+def exact_mse_at(ref: dict[str, Any], seed: int, model: torch.nn.Module, data, base: list[str],
+                 path: Path) -> dict[str, Any]:
+    """The exact minimum-MSE maps with the tmax of another result (same calibration as the searches), one evaluation."""
+    args = build_parser().parse_args([*base, "--seed", str(seed)])
+    torch.manual_seed(seed)
+    space = build_space(model, data.train, args.calib_batches, args.batch_size,
+                        quant.activation_top_code(args.backend), seed=seed)
+    config = {layer: exact_mse_codes(space.histograms[layer].counts, c["tmax_code"])[0]
+              for layer, c in ref["layers"].items()}
+    attention = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
+    evaluator = Evaluator(model, EpisodeBatches(model, data.train, args.batch_size, attention, seed=seed),
+                          T=args.kd_T, attention_weight=args.attention_weight)
+    top = TopK(1)
+    score = evaluator.score(config, 0)
+    top.add(config, score, 0)
+    t0 = time.time()
+    chosen = select_and_test(model, data, top, args.max_acc_drop)
+    result = result_json(args.model, args.backend, chosen, {
+        "search": "exact-mse", "tmax_from": ref["search"], "student_evaluations": evaluator.evaluations,
+        "seed": seed, "best_reward": score.reward, "search_wall_time_s": 0.0,
+        "selection_wall_time_s": round(time.time() - t0, 1), "data": data.source})
+    write_json(result, path)
+    return result
 
 
 def measure_speed(model: torch.nn.Module, data, base: list[str], n: int) -> None:
@@ -236,6 +262,8 @@ def main() -> None:
     p.add_argument("--out", default="results/compare", help="result folder (a <model>/ folder is made in it)")
     p.add_argument("--points", type=int, default=10, help="best-so-far checkpoints on val (default 10)")
     p.add_argument("--workers", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--exact-mse-at", nargs="*", default=["supervised"],
+                   help="also score exact-MSE maps at the tmax these runs chose (default: supervised, when present)")
     p.add_argument("--speed", type=int, default=0, help="only time this many student evaluations, then exit")
     p.add_argument("--supervised-steps", type=int, default=0,
                    help="also run train_supervised_triseg with this many batches per epoch (default 0: skip)")
@@ -281,6 +309,16 @@ def main() -> None:
                 print(f"{a.model} {name} seed {seed}: val drop {result['validation']['acc_drop']:.2f} "
                       f"test drop {result['metrics']['acc_drop']:.2f}", flush=True)
                 results.setdefault(name, []).append(result)
+        for ref_name in a.exact_mse_at:
+            for seed in a.seeds:
+                ref_path, path = out / f"{ref_name}__seed{seed}.json", out / f"exact-mse@{ref_name}-tmax__seed{seed}.json"
+                if not ref_path.exists():
+                    continue
+                result = (json.loads(path.read_text()) if path.exists()
+                          else exact_mse_at(json.loads(ref_path.read_text()), seed, model, data, base, path))
+                print(f"{a.model} exact-mse at {ref_name}'s tmax seed {seed}: val drop "
+                      f"{result['validation']['acc_drop']:.2f} test drop {result['metrics']['acc_drop']:.2f}", flush=True)
+                results.setdefault(f"exact-mse@{ref_name}-tmax", []).append(result)
     print(summarise(a.model, results, a.budget, out))
     print(f"-> {out / 'table.md'}, {plot(a.model, results, a.budget, out)}")
 
