@@ -27,7 +27,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from triseg import quant  # noqa: E402
-from triseg.approx.config import LayerCodes  # noqa: E402
 from triseg.approx.student import Config, evaluate_student  # noqa: E402
 from triseg.artifacts import atomic_write_text, stage_path  # noqa: E402
 from triseg.cli import build_parser  # noqa: E402
@@ -89,7 +88,8 @@ def run_one(name: str, seed: int, model: torch.nn.Module, data, base: list[str],
     strategy = BestSoFar(build_strategy(name, space, args), points)
     settings = SearchSettings(episodes=episodes, top_k=args.top_k, max_acc_drop=args.max_acc_drop,
                               eval_every=max(1, episodes // 10), checkpoint_every=episodes)
-    outcome = run_search(strategy, evaluator, settings, work / f"{name}__{seed}.ckpt", work / "runs" / f"{name}__{seed}")
+    outcome = run_search(strategy, evaluator, settings, work / f"{name}__{seed}.ckpt",
+                         work / "runs" / f"{name}__{seed}")
     t0 = time.time()
     chosen = select_and_test(model, data, outcome.top, args.max_acc_drop)
     selection_time = time.time() - t0
@@ -305,19 +305,22 @@ def main() -> None:
                           and (a.supervised_seeds is None or seed in a.supervised_seeds))
                 if not path.exists() and not wanted:
                     continue
-                result = json.loads(path.read_text()) if path.exists() else run_supervised(variant, seed, a, out, Path(work))
+                result = (json.loads(path.read_text()) if path.exists()
+                          else run_supervised(variant, seed, a, out, Path(work)))
                 print(f"{a.model} {name} seed {seed}: val drop {result['validation']['acc_drop']:.2f} "
                       f"test drop {result['metrics']['acc_drop']:.2f}", flush=True)
                 results.setdefault(name, []).append(result)
         for ref_name in a.exact_mse_at:
             for seed in a.seeds:
-                ref_path, path = out / f"{ref_name}__seed{seed}.json", out / f"exact-mse@{ref_name}-tmax__seed{seed}.json"
+                ref_path = out / f"{ref_name}__seed{seed}.json"
+                path = out / f"exact-mse@{ref_name}-tmax__seed{seed}.json"
                 if not ref_path.exists():
                     continue
                 result = (json.loads(path.read_text()) if path.exists()
                           else exact_mse_at(json.loads(ref_path.read_text()), seed, model, data, base, path))
                 print(f"{a.model} exact-mse at {ref_name}'s tmax seed {seed}: val drop "
-                      f"{result['validation']['acc_drop']:.2f} test drop {result['metrics']['acc_drop']:.2f}", flush=True)
+                      f"{result['validation']['acc_drop']:.2f} test drop {result['metrics']['acc_drop']:.2f}",
+                      flush=True)
                 results.setdefault(f"exact-mse@{ref_name}-tmax", []).append(result)
     print(summarise(a.model, results, a.budget, out))
     print(f"-> {out / 'table.md'}, {plot(a.model, results, a.budget, out)}")

@@ -173,7 +173,8 @@ def initial_maps(space: SearchSpace, tmax: str = "learn") -> SoftMaps:
     """Soft maps initialised at tmax = the calibration p90 of the non-zero codes, learned (the original), or
     with tmax fixed at the search's rule (p90 + 10) so that coverage matches the searches."""
     if tmax == "fixed":
-        return SoftMaps({layer: SoftTriSegment.from_tmax(space.tmax[layer], learn_tmax=False) for layer in space.layers})
+        return SoftMaps({layer: SoftTriSegment.from_tmax(space.tmax[layer], learn_tmax=False)
+                         for layer in space.layers})
     return SoftMaps({layer: SoftTriSegment.from_tmax(code_stats(space.histograms[layer].nonzero())["p90"])
                      for layer in space.layers})
 
@@ -224,7 +225,8 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
             prev = config
             if out.steps % s.log_every == 0 or i == steps - 1:
                 row = {"step": out.steps, "epoch": epoch, "beta": maps.beta, "kd": float(kd.detach()),
-                       "coverage": float(cov.detach()), "loss": float(loss.detach()), "layers_changed_since_last_step": moved,
+                       "coverage": float(cov.detach()), "loss": float(loss.detach()),
+                       "layers_changed_since_last_step": moved,
                        "grad_norm": {k: math.sqrt(sum(g * g for g in v.values())) for k, v in grads.items()},
                        "grads": grads,
                        "codes": {k: {f: round(float(v), 3) for f, v in maps[k].real_codes().items()}
