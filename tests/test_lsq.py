@@ -148,6 +148,12 @@ def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int]) -> Non
         assert diff.max() <= 1, layer
         assert (diff == 0).float().mean() >= 0.999, layer
         assert record[layer].min() >= q.acts[layer].qn and record[layer].max() <= q.acts[layer].qp
+    fq_codes = {layer: (env[layer][0] / env[layer][1]).round().long() for layer in q.acts}
+    local: dict[str, torch.Tensor] = {}
+    engine.run(x, local, feed=fq_codes)  # each layer from the fake-quant model's input codes
+    for layer, codes in fq_codes.items():
+        diff = (codes - local[layer]).abs()
+        assert diff.max() <= 1 and (diff == 0).float().mean() >= 0.999, layer
     fq_logits = env[q.ops[-1].name][0]
     assert (fq_logits.argmax(1) == logits.argmax(1)).float().mean() >= 0.875
     torch.testing.assert_close(logits.double() * engine.logit_scale, fq_logits.double(), rtol=1e-3, atol=1e-3)
@@ -238,4 +244,5 @@ def test_integer_engine_agrees_on_real_cifar_images() -> None:
     r = compare(q, engine, batches(test.take(256), 128))
     assert r["images"] == 256
     assert r["min_layer_code_agreement_pct"] >= 99.9 and r["max_layer_code_diff"] <= 1
+    assert r["min_local_layer_code_agreement_pct"] >= 99.9 and r["max_local_layer_code_diff"] <= 1
     assert r["top1_agreement"] >= 99.5

@@ -106,8 +106,13 @@ class IntegerModel:
         q = self.input
         return torch.clamp(x.float() / q["step"], q["qn"], q["qp"]).round().long()
 
-    def run(self, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """int64 logits (int32 accumulator values); ``record`` receives every op's integer output."""
+    def run(self, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None,
+            feed: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """int64 logits (int32 accumulator values); ``record`` receives every op's integer output.
+
+        ``feed`` (for checking one layer at a time) replaces the outputs of the ops it names, after
+        they are recorded, so that later ops start from those codes instead of the engine's own.
+        """
         env = {"input": self.quantize_input(x)}
         for op in self.ops:
             a = env[op["inputs"][0]]
@@ -127,17 +132,10 @@ class IntegerModel:
                 y = y.clamp_(out["qn"], out["qp"])
             elif op["relu"]:
                 y = y.clamp_min_(0)
-            env[op["name"]] = y
             if record is not None:
                 record[op["name"]] = y
+            env[op["name"]] = y if feed is None or op["name"] not in feed else feed[op["name"]]
         return env[self.ops[-1]["name"]]
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run(x)
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Float logits for reporting: the integer logits times ``logit_scale``."""
-        return self.run(x).double() * self.logit_scale
 
 
 def export_integer(net, input_shape: tuple[int, ...], path: str | Path | None = None) -> dict:
