@@ -18,6 +18,15 @@ from triseg.search.legal import decode
 from triseg.search.supervised import SoftMaps, SoftTriSegment, STERound, ste_round
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors run faster on one thread than on two busy ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def random_codes(gen: torch.Generator) -> LayerCodes:
     return decode(*torch.rand(4, generator=gen).tolist(), int(torch.randint(10, 256, (1,), generator=gen)))
 
@@ -105,3 +114,18 @@ def test_mode_writes_a_legal_config_eval_accepts(tmp_path, capsys) -> None:
     rc = main(["eval_ppo_int8", "--model", "lenet5", "--output-dir", str(out), "--workers", "1",
                "--config-path", str(out / "tri_ppo_int_codes" / "s.json")])
     assert rc == 0 and "drop" in capsys.readouterr().out
+
+
+def test_training_is_seeded_and_moves_codes(lenet_int8, sample) -> None:
+    from triseg.search.space import build_space
+    from triseg.search.supervised import SupervisedSettings, train_supervised
+
+    int8, _, _ = lenet_int8
+    space = build_space(int8, sample.train, 2, 32, 255)
+    sim = simulate(int8)
+    settings = SupervisedSettings(epochs=2, steps_per_epoch=3, batch_size=32, log_every=1, lr=0.5)
+    a = train_supervised(sim, space, sample.train, settings, teacher=int8)
+    b = train_supervised(sim, space, sample.train, settings, teacher=int8)
+    assert a.history == b.history and a.epoch_configs == b.epoch_configs and a.steps == 6
+    first, last = a.history[0]["codes"], a.history[-1]["codes"]
+    assert any(first[k] != last[k] for k in first)
