@@ -67,7 +67,7 @@ def main() -> None:
     if args.float_checkpoint:
         net = model_from_checkpoint(load_checkpoint(args.float_checkpoint)).eval()
         fl = images_per_s(net, x, args.min_time)
-        print(f"{'float (BN unfolded)':32s} float      {fl:8.1f} img/s")
+        print(f"{'float (conv + BN)':32s} float      {fl:8.1f} img/s")
         rows.append({"model": "float", "float_img_s": fl})
     for path in args.checkpoint:
         ckpt = load_checkpoint(path)
