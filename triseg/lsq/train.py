@@ -159,7 +159,7 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
     return net
 
 
-def _epochs(batches: Batches, total: int, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _progress(batches: Batches, total: int, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     return iter(tqdm(batches, total=total, desc=desc, leave=False, mininterval=5, dynamic_ncols=True))
 
 
@@ -187,7 +187,7 @@ def fit(model: nn.Module, source: DataSource, args: argparse.Namespace, kind: st
     for epoch in range(start, args.epochs):
         model.train()
         t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
-        bar = _epochs(source.train(epoch), source.train_steps, f"{kind} epoch {epoch + 1}/{args.epochs}")
+        bar = _progress(source.train(epoch), source.train_steps, f"{kind} epoch {epoch + 1}/{args.epochs}")
         for x, y in bar:
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
