@@ -19,7 +19,7 @@ from triseg.search.space import SearchSpace
 def _space(tmaxes: list[int], top: int = 127) -> SearchSpace:
     layers = [f"l{i}" for i in range(len(tmaxes))]
     hists = {layer: LayerHistogram(torch.ones(256, dtype=torch.long)) for layer in layers}
-    feats = torch.rand(len(layers), 4)
+    feats = torch.rand(len(layers), 4, generator=torch.Generator().manual_seed(len(layers)))
     return SearchSpace(layers, dict(zip(layers, tmaxes)), {}, feats, hists, top)
 
 

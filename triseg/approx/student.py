@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from triseg.approx.config import LayerCodes
-from triseg.approx.lut import LutEdit
+from triseg.approx.lut import LutEdit, map_codes
 from triseg.data import Split, batches
-from triseg.recorder import Edit, Recorder, attach, codes_of
+from triseg.recorder import Edit, EditOnlyRecorder, Recorder, attach
 
 Config = dict[str, LayerCodes]
+HIST_OFFSET = 256
 
 
 def install(model: nn.Module, config: Config, keep: set[str] | None = frozenset()) -> Recorder:
@@ -37,28 +38,41 @@ class LayerCoverage:
 
 
 class CoverageRecorder(Recorder):
-    """Applies the maps and counts, per layer, how many codes they touched."""
+    """Applies the maps and counts, per layer, how many codes they touched.
+
+    The map is a function of the code, so one histogram of the codes before the map gives every
+    count: codes in (0, tmax], codes the map changes, non-zero codes it sets to zero.
+    """
 
     def __init__(self, config: Config, tap_of: dict[str, str]) -> None:
         super().__init__({tap_of[k]: LutEdit(v) for k, v in config.items()}, keep=set())
         self.layer_of = {tap_of[k]: k for k in config}
         self.stats: dict[str, LayerCoverage] = {k: LayerCoverage() for k in config}
+        codes = torch.arange(-HIST_OFFSET, HIST_OFFSET)
+        self.masks = {}
+        for layer, c in config.items():
+            mapped = map_codes(codes, c)
+            self.masks[layer] = ((codes > 0) & (codes <= c.tmax), mapped != codes, (codes != 0) & (mapped == 0))
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
         layer = self.layer_of.get(name)
         if layer is None:
             return x
-        qp = self.qparams(name, x)
-        before = codes_of(x, *qp)
-        x = self.maybe_edit(name, x)
-        after = codes_of(x, *qp)
-        tmax = self.edits[name].codes.tmax
+        scale, zero_point = self.qparams(name, x)
+        if x.is_quantized:
+            hist = torch.bincount(x.int_repr().flatten(), minlength=256)
+            hist = torch.cat([torch.zeros(HIST_OFFSET - zero_point, dtype=hist.dtype), hist,
+                              torch.zeros(zero_point, dtype=hist.dtype)])
+        else:
+            codes = torch.round(x.detach() / scale).clamp(-HIST_OFFSET, HIST_OFFSET - 1).long() + HIST_OFFSET
+            hist = torch.bincount(codes.flatten().cpu(), minlength=2 * HIST_OFFSET)
+        in_range, changed, zeroed = self.masks[layer]
         s = self.stats[layer]
-        s.total += before.numel()
-        s.in_range += int(((before > 0) & (before <= tmax)).sum())
-        s.changed += int((before != after).sum())
-        s.zeroed += int(((before != 0) & (after == 0)).sum())
-        return x
+        s.total += int(hist.sum())
+        s.in_range += int(hist[in_range].sum())
+        s.changed += int(hist[changed].sum())
+        s.zeroed += int(hist[zeroed].sum())
+        return self.maybe_edit(name, x)
 
 
 @dataclass
@@ -77,11 +91,18 @@ class StudentEval:
 
 
 @torch.no_grad()
-def evaluate_student(model: nn.Module, config: Config, split: Split, batch_size: int = 256) -> StudentEval:
-    """Run ``model`` with ``config`` installed over ``split`` (an empty config gives the teacher)."""
+def evaluate_student(model: nn.Module, config: Config, split: Split, batch_size: int = 256,
+                     coverage: bool = True) -> StudentEval:
+    """Run ``model`` with ``config`` installed over ``split`` (an empty config gives the teacher).
+
+    ``coverage=False`` skips the per-layer counts (they cost a histogram per tap and batch).
+    """
     tap_of = {layer: model.tap_name(layer) for layer in config}
     previous = model.recorder
-    recorder = attach(model, CoverageRecorder(config, tap_of))
+    if coverage:
+        recorder = attach(model, CoverageRecorder(config, tap_of))
+    else:
+        recorder = attach(model, EditOnlyRecorder({tap_of[k]: LutEdit(v) for k, v in config.items()}))
     preds = []
     try:
         model.eval()
@@ -91,4 +112,5 @@ def evaluate_student(model: nn.Module, config: Config, split: Split, batch_size:
         attach(model, previous)
     p = torch.cat(preds)
     acc = 100.0 * p.eq(split.y).float().mean().item()
-    return StudentEval(acc, p, {k: v.as_dict() for k, v in recorder.stats.items()})
+    stats = recorder.stats if coverage else {}
+    return StudentEval(acc, p, {k: v.as_dict() for k, v in stats.items()})

@@ -100,8 +100,9 @@ class PPOStrategy:
 
     def __init__(self, space: SearchSpace, cfg: PPOConfig, seed: int = 0) -> None:
         self.space, self.cfg = space, cfg
-        torch.manual_seed(seed)
-        self.policy = ActorCritic(space.features.shape[1], cfg.hidden)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.policy = ActorCritic(space.features.shape[1], cfg.hidden)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(seed)
         self.tmax = torch.tensor([space.tmax[layer] for layer in space.layers])

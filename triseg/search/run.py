@@ -105,10 +105,10 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
 def select_and_test(model: nn.Module, data: Cifar10, top: TopK, max_acc_drop: float,
                     batch_size: int = 256) -> dict[str, Any]:
     """Evaluate every top-k config on val, pick the most accurate within the drop limit, test it once."""
-    teacher_val = evaluate_student(model, {}, data.val, batch_size).accuracy
+    teacher_val = evaluate_student(model, {}, data.val, batch_size, coverage=False).accuracy
     rows = []
-    for cand in top.best():
-        ev = evaluate_student(model, cand.config, data.val, batch_size)
+    for cand in tqdm(top.best(), desc="validate top-k", leave=False, mininterval=2.0):
+        ev = evaluate_student(model, cand.config, data.val, batch_size, coverage=False)
         rows.append({"candidate": cand, "val_acc": ev.accuracy, "val_drop": teacher_val - ev.accuracy})
     if not rows:
         raise RuntimeError("the search produced no candidate configs")
