@@ -44,3 +44,12 @@ def lenet_int8():
 def tiny_split(split: Split, n: int) -> Split:
     """The first ``n`` images of a split."""
     return split.take(n)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors (PPO, soft maps) run far faster on one thread than on two busy ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

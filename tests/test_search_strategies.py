@@ -22,13 +22,7 @@ from triseg.search.space import SearchSpace
 NAMES = ["ppo", "random", "tpe", "cmaes", "greedy", "exact-mse", "ppo-warm"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """PPO's tiny tensors run far faster on one thread than on two busy ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def brute_force(counts: torch.Tensor, tmax: int) -> int:

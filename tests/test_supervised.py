@@ -18,13 +18,7 @@ from triseg.search.legal import decode
 from triseg.search.supervised import SoftMaps, SoftTriSegment, STERound, ste_round
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run faster on one thread than on two busy ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_codes(gen: torch.Generator) -> LayerCodes:

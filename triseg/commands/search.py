@@ -17,7 +17,8 @@ from triseg.commands.common import backend, load_data, prepare, run_dir, write_j
 from triseg.errors import TrisegError
 from triseg.models import model_class
 from triseg.runlog import resolve_device
-from triseg.search.base import EpisodeBatches, Evaluator
+from triseg.data import Cifar10
+from triseg.search.base import EpisodeBatches, Evaluator, TopK
 from triseg.search.registry import STRATEGIES, build_strategy
 from triseg.search.run import SearchSettings, result_json, run_search, select_and_test
 from triseg.search.space import build_space
@@ -101,24 +102,30 @@ def train_ppo_triseg(args: argparse.Namespace) -> None:
     if not outcome.finished:
         print(f"stopped after {len(outcome.history)} episodes; rerun with --resume to continue ({ckpt})")
         return
-    t0 = time.time()
-    chosen = select_and_test(model, data, outcome.top, args.max_acc_drop)
-    out_dir = Path(args.output_dir) / RESULT_DIR
-    history_path = write_json(outcome.history, out_dir / f"{stem}.history.json")
-    result = result_json(args.model, be, chosen, {
+    history_path = write_json(outcome.history, Path(args.output_dir) / RESULT_DIR / f"{stem}.history.json")
+    select_and_write(args, model, be, data, outcome.top, {
         "search": args.search, "episodes": args.episodes, "student_evaluations": evaluator.evaluations,
-        "seed": args.seed, "batch_size": args.batch_size, "calib_batches": args.calib_batches,
-        "kd_T": args.kd_T, "attention_weight": args.attention_weight, "max_acc_drop": args.max_acc_drop,
-        "tmax": space.tmax, "skipped_layers": space.skipped, "search_wall_time_s": round(outcome.wall_time, 1),
-        "selection_wall_time_s": round(time.time() - t0, 1), "data": data.source,
-        "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "history_file": history_path.name,
+        "attention_weight": args.attention_weight, "tmax": space.tmax, "skipped_layers": space.skipped,
+        "search_wall_time_s": round(outcome.wall_time, 1), "history_file": history_path.name,
     })
-    path = write_json(result, out_dir / args.result_file)
+
+
+def select_and_write(args: argparse.Namespace, model: torch.nn.Module, be: str, data: Cifar10, top: TopK,
+                     extra: dict) -> Path:
+    """Validate the top-k, test the chosen config once, write the result JSON and print a summary."""
+    t0 = time.time()
+    chosen = select_and_test(model, data, top, args.max_acc_drop)
+    result = result_json(args.model, be, chosen, {
+        **extra, "seed": args.seed, "batch_size": args.batch_size, "calib_batches": args.calib_batches,
+        "kd_T": args.kd_T, "max_acc_drop": args.max_acc_drop, "selection_wall_time_s": round(time.time() - t0, 1),
+        "data": data.source, "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+    })
+    path = write_json(result, Path(args.output_dir) / RESULT_DIR / args.result_file)
     m = result["metrics"]
-    print(f"{args.model} {args.search}: {result['selection']}; test teacher {m['acc_teacher']:.2f}% "
+    print(f"{args.model} {extra['search']}: {result['selection']}; test teacher {m['acc_teacher']:.2f}% "
           f"student {m['acc_student']:.2f}% drop {m['acc_drop']:.2f} points; "
           f"mapped share {result['coverage']['mapped_share']:.3f} -> {path}")
+    return path
 
 
 mode("search", "alias of train_ppo_triseg", _search_args)(train_ppo_triseg)

@@ -12,11 +12,10 @@ from triseg import quant
 from triseg.approx.intsim import simulate
 from triseg.cli import mode
 from triseg.commands.common import load_data, prepare, run_dir, write_json
-from triseg.commands.search import RESULT_DIR, load_student
+from triseg.commands.search import RESULT_DIR, load_student, select_and_write
 from triseg.errors import TrisegError
 from triseg.runlog import tensorboard_writer
 from triseg.search.base import Score, TopK
-from triseg.search.run import result_json, select_and_test
 from triseg.search.space import build_space
 from triseg.search.supervised import SupervisedSettings, train_supervised
 
@@ -72,23 +71,12 @@ def train_supervised_triseg(args: argparse.Namespace) -> None:
     top = TopK(len(outcome.epoch_configs))
     for epoch, config in enumerate(outcome.epoch_configs, 1):  # later epochs rank first among equals on val
         top.add(config, Score(float(epoch), 0.0, 0.0), epoch)
-    t0 = time.time()
-    chosen = select_and_test(model, data, top, args.max_acc_drop)
-    out_dir = Path(args.output_dir) / RESULT_DIR
     history_path = write_json({"settings": vars(settings), "initial_tmax_rule": space.tmax,
                                "epoch_configs": [{k: vars(c) for k, c in cfg.items()} for cfg in outcome.epoch_configs],
-                               "history": outcome.history}, out_dir / f"{stem}.supervised.json")
-    result = result_json(args.model, be, chosen, {
+                               "history": outcome.history},
+                              Path(args.output_dir) / RESULT_DIR / f"{stem}.supervised.json")
+    select_and_write(args, model, be, data, top, {
         "search": "supervised", "epochs": args.epochs, "gradient_steps": outcome.steps, "student_evaluations": 0,
-        "seed": args.seed, "batch_size": args.batch_size, "calib_batches": args.calib_batches, "kd_T": args.kd_T,
         "alpha": args.alpha, "lr": args.lr, "beta0": args.beta0, "round_grad": args.round_grad, "tmax_mode": args.tmax,
-        "max_acc_drop": args.max_acc_drop, "search_wall_time_s": round(train_time, 1),
-        "selection_wall_time_s": round(time.time() - t0, 1), "data": data.source,
-        "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "history_file": history_path.name,
+        "search_wall_time_s": round(train_time, 1), "history_file": history_path.name,
     })
-    path = write_json(result, out_dir / args.result_file)
-    m = result["metrics"]
-    print(f"{args.model} supervised: {result['selection']}; test teacher {m['acc_teacher']:.2f}% "
-          f"student {m['acc_student']:.2f}% drop {m['acc_drop']:.2f} points; "
-          f"mapped share {result['coverage']['mapped_share']:.3f} -> {path}")
