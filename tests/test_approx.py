@@ -135,6 +135,7 @@ def test_percentile_and_tmax_rule_match_numpy():
         assert percentile(counts * (torch.arange(256) > 0), q) == int(np.percentile(nonzero, q, method="inverted_cdf"))
     hist = LayerHistogram(counts)
     assert tmax_rule(hist, 127) == int(np.percentile(nonzero, 90, method="inverted_cdf")) + 10
+    assert tmax_rule(hist, 127, 75, 2) == int(np.percentile(nonzero, 75, method="inverted_cdf")) + 2
     assert tmax_rule(LayerHistogram(torch.bincount(torch.tensor([200] * 10), minlength=256)), 127) == 127
     f = state_features(hist, 1, 4)
     assert f[0] == 0.5 and f[1] == pytest.approx(nonzero.mean() / 255, rel=1e-6)

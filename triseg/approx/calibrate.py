@@ -12,6 +12,7 @@ from tqdm import tqdm
 from triseg.recorder import Recorder, attach
 
 NUM_CODES = 256
+TMAX_PERCENTILE = 90.0
 TMAX_MARGIN = 10
 
 
@@ -43,9 +44,9 @@ def percentile(counts: torch.Tensor, q: float) -> int:
     return int(torch.searchsorted(cdf.double(), torch.tensor([target], dtype=torch.float64)).item())
 
 
-def tmax_rule(hist: LayerHistogram, top_code: int) -> int:
-    """The 90th percentile of the non-zero codes + 10, clamped to [0, top_code]."""
-    return max(0, min(top_code, percentile(hist.nonzero(), 90) + TMAX_MARGIN))
+def tmax_rule(hist: LayerHistogram, top_code: int, q: float = TMAX_PERCENTILE, margin: int = TMAX_MARGIN) -> int:
+    """The q-th percentile of the non-zero codes + margin (default p90 + 10), clamped to [0, top_code]."""
+    return max(0, min(top_code, percentile(hist.nonzero(), q) + margin))
 
 
 def code_stats(counts: torch.Tensor) -> dict[str, float]:

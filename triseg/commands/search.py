@@ -21,7 +21,7 @@ from triseg.data import Cifar10
 from triseg.search.base import EpisodeBatches, Evaluator, TopK
 from triseg.search.registry import STRATEGIES, build_strategy
 from triseg.search.run import SearchSettings, result_json, run_search, select_and_test
-from triseg.search.space import build_space
+from triseg.search.space import SearchSpace, build_space
 
 RESULT_DIR = "tri_ppo_int_codes"
 
@@ -30,7 +30,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(batch_size=32)
     p.add_argument("--search", default="ppo", help=f"strategy: {', '.join(STRATEGIES)} (default ppo)")
     p.add_argument("--episodes", type=int, default=500, help="student evaluations (the budget; default 500)")
-    p.add_argument("--calib-batches", type=int, default=16, help="training batches for the histograms (default 16)")
+    add_space_args(p)
     p.add_argument("--result-file", default="result.json", help="name of the result JSON (default result.json)")
     p.add_argument("--max-acc-drop", type=float, default=2.0, help="accuracy drop limit in points (default 2.0)")
     p.add_argument("--kd-T", type=float, default=2.0, help="KD temperature (default 2)")
@@ -67,26 +67,44 @@ def load_student(args: argparse.Namespace) -> tuple[torch.nn.Module, str, str]:
     return int8, be, device
 
 
-@mode("train_ppo_triseg", "search tri-segment maps (PPO by default) -> tri_ppo_int_codes/<result-file>",
-      _search_args)
-def train_ppo_triseg(args: argparse.Namespace) -> None:
-    prepare(args)
-    _check_positive(episodes=args.episodes, calib_batches=args.calib_batches, top_k=args.top_k,
-                    eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                    update_timestep=args.update_timestep)
-    if args.search not in STRATEGIES:
-        raise TrisegError(f"unknown search {args.search!r}; choose one of {', '.join(STRATEGIES)}")
-    model, be, _ = load_student(args)
+def add_space_args(p: argparse.ArgumentParser) -> None:
+    """Calibration options shared by every search and the supervised method."""
+    p.add_argument("--calib-batches", type=int, default=16, help="training batches for the histograms (default 16)")
+    p.add_argument("--tmax-percentile", type=float, default=90.0,
+                   help="tmax = this percentile of the non-zero codes + --tmax-margin (default 90)")
+    p.add_argument("--tmax-margin", type=int, default=10, help="added to the percentile for tmax (default 10)")
+
+
+def prepare_search(args: argparse.Namespace) -> tuple[torch.nn.Module, str, str, Cifar10, SearchSpace]:
+    """Student model, backend, device, data and the calibrated search space of a search command."""
+    if args.calib_batches < 1:
+        raise TrisegError(f"--calib-batches must be at least 1, got {args.calib_batches}")
+    if not 0 < args.tmax_percentile <= 100:
+        raise TrisegError(f"--tmax-percentile must be in (0, 100], got {args.tmax_percentile}")
+    model, be, device = load_student(args)
     data = load_data(args)
     if len(data.train) < args.batch_size:
         raise TrisegError(f"training split has {len(data.train)} images, fewer than --batch-size {args.batch_size}")
     torch.manual_seed(args.seed)
     space = build_space(model, data.train, args.calib_batches, args.batch_size, quant.activation_top_code(be),
-                        seed=args.seed)
+                        seed=args.seed, tmax_percentile=args.tmax_percentile, tmax_margin=args.tmax_margin)
     for layer, reason in space.skipped.items():
         print(f"note: layer {layer} left unapproximated: {reason}")
     if not space.layers:
         raise TrisegError(f"no layer of {args.model} can be approximated (every tmax < 10)")
+    return model, be, device, data, space
+
+
+@mode("train_ppo_triseg", "search tri-segment maps (PPO by default) -> tri_ppo_int_codes/<result-file>",
+      _search_args)
+def train_ppo_triseg(args: argparse.Namespace) -> None:
+    prepare(args)
+    _check_positive(episodes=args.episodes, top_k=args.top_k,
+                    eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                    update_timestep=args.update_timestep)
+    if args.search not in STRATEGIES:
+        raise TrisegError(f"unknown search {args.search!r}; choose one of {', '.join(STRATEGIES)}")
+    model, be, _, data, space = prepare_search(args)
     attention = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
     episodes = EpisodeBatches(model, data.train, args.batch_size, attention, seed=args.seed)
     evaluator = Evaluator(model, episodes, T=args.kd_T, attention_weight=args.attention_weight)
@@ -107,6 +125,7 @@ def train_ppo_triseg(args: argparse.Namespace) -> None:
         "search": args.search, "episodes": args.episodes, "student_evaluations": evaluator.evaluations,
         "attention_weight": args.attention_weight, "tmax": space.tmax, "skipped_layers": space.skipped,
         "search_wall_time_s": round(outcome.wall_time, 1), "history_file": history_path.name,
+        "tmax_rule": {"percentile": args.tmax_percentile, "margin": args.tmax_margin},
     })
 
 

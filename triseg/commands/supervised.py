@@ -6,17 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
 
-from triseg import quant
 from triseg.approx.intsim import simulate
 from triseg.cli import mode
-from triseg.commands.common import load_data, prepare, run_dir, write_json
-from triseg.commands.search import RESULT_DIR, load_student, select_and_write
+from triseg.commands.common import prepare, run_dir, write_json
+from triseg.commands.search import RESULT_DIR, add_space_args, prepare_search, select_and_write
 from triseg.errors import TrisegError
 from triseg.runlog import tensorboard_writer
 from triseg.search.base import Score, TopK
-from triseg.search.space import build_space
 from triseg.search.supervised import SupervisedSettings, train_supervised
 
 
@@ -34,7 +31,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tmax", choices=("learn", "fixed"), default="learn",
                    help="learn tmax from p90 (the original, default) or fix it at the search's p90 + 10")
     p.add_argument("--kd-T", type=float, default=2.0, help="KD temperature (default 2)")
-    p.add_argument("--calib-batches", type=int, default=16, help="training batches for the histograms (default 16)")
+    add_space_args(p)
     p.add_argument("--max-acc-drop", type=float, default=2.0, help="accuracy drop limit in points (default 2.0)")
     p.add_argument("--log-every", type=int, default=20, help="log gradients and codes every N steps (default 20)")
     p.add_argument("--result-file", default="supervised.json", help="name of the result JSON (default supervised.json)")
@@ -44,18 +41,10 @@ def _args(p: argparse.ArgumentParser) -> None:
       _args)
 def train_supervised_triseg(args: argparse.Namespace) -> None:
     prepare(args)
-    for name in ("epochs", "log_every", "calib_batches"):
+    for name in ("epochs", "log_every"):
         if getattr(args, name) < 1:
             raise TrisegError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    model, be, device = load_student(args)
-    data = load_data(args)
-    if len(data.train) < args.batch_size:
-        raise TrisegError(f"training split has {len(data.train)} images, fewer than --batch-size {args.batch_size}")
-    torch.manual_seed(args.seed)
-    space = build_space(model, data.train, args.calib_batches, args.batch_size, quant.activation_top_code(be),
-                        seed=args.seed)
-    if not space.layers:
-        raise TrisegError(f"no layer of {args.model} can be approximated (every tmax < 10)")
+    model, be, device, data, space = prepare_search(args)
     settings = SupervisedSettings(epochs=args.epochs, lr=args.lr, alpha=args.alpha, beta0=args.beta0,
                                   beta_min=args.beta_min, beta_decay=args.beta_decay, batch_size=args.batch_size,
                                   steps_per_epoch=args.steps_per_epoch, kd_T=args.kd_T, round_grad=args.round_grad,
@@ -79,4 +68,5 @@ def train_supervised_triseg(args: argparse.Namespace) -> None:
         "search": "supervised", "epochs": args.epochs, "gradient_steps": outcome.steps, "student_evaluations": 0,
         "alpha": args.alpha, "lr": args.lr, "beta0": args.beta0, "round_grad": args.round_grad, "tmax_mode": args.tmax,
         "search_wall_time_s": round(train_time, 1), "history_file": history_path.name,
+        "tmax_rule": {"percentile": args.tmax_percentile, "margin": args.tmax_margin},
     })

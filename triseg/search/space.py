@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from triseg.approx.calibrate import LayerHistogram, collect_histograms, state_features, tmax_rule
+from triseg.approx.calibrate import (TMAX_MARGIN, TMAX_PERCENTILE, LayerHistogram, collect_histograms,
+                                     state_features, tmax_rule)
 from triseg.approx.config import LayerCodes, approximable, t1_range, t2_range, v1_range, v2_range
 from triseg.data import Split, batches
 
@@ -39,7 +40,7 @@ class SearchSpace:
 
 
 def build_space(model: nn.Module, train: Split, calib_batches: int, batch_size: int, top_code: int,
-                seed: int = 0) -> SearchSpace:
+                seed: int = 0, tmax_percentile: float = TMAX_PERCENTILE, tmax_margin: int = TMAX_MARGIN) -> SearchSpace:
     """Calibrate on ``calib_batches`` training batches and apply the tmax rule to every layer."""
     all_layers = model.layers()
     taps = [model.tap_name(layer) for layer in all_layers]
@@ -47,7 +48,7 @@ def build_space(model: nn.Module, train: Split, calib_batches: int, batch_size: 
     inputs = (x for i, (x, _) in enumerate(batches(train, batch_size, shuffle=True, gen=gen)) if i < calib_batches)
     hists = collect_histograms(model, taps, inputs, total=calib_batches)
     by_layer = {layer: hists[tap] for layer, tap in zip(all_layers, taps)}
-    tmax = {layer: tmax_rule(h, top_code) for layer, h in by_layer.items()}
+    tmax = {layer: tmax_rule(h, top_code, tmax_percentile, tmax_margin) for layer, h in by_layer.items()}
     layers = [layer for layer in all_layers if approximable(tmax[layer])]
     skipped = {layer: f"tmax {tmax[layer]} < 10 leaves no legal map" for layer in all_layers if layer not in layers}
     feats = [state_features(by_layer[layer], all_layers.index(layer), len(all_layers)) for layer in layers]
