@@ -133,3 +133,11 @@ def test_batches_cover_the_split_once(sample):
     assert torch.equal(torch.sort(seen).values, torch.sort(sample.train.y).values)
     x, _ = next(batches(sample.train, 8))
     assert x.dtype == torch.float32 and abs(float(x.mean())) < 1.0
+
+
+def test_real_archive_splits(real_data_path):
+    data = load_cifar10(real_data_path, val_size=5000)
+    assert (len(data.train), len(data.val), len(data.test)) == (45000, 5000, 8000)
+    assert data.classes[0] == "airplane" and len(data.classes) == 10
+    assert torch.bincount(data.val.y).tolist() == [500] * 10
+    assert torch.bincount(data.test.y).tolist() == [800] * 10

@@ -229,7 +229,7 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
                        "layers_changed_since_last_step": moved,
                        "grad_norm": {k: math.sqrt(sum(g * g for g in v.values())) for k, v in grads.items()},
                        "grads": grads,
-                       "codes": {k: {f: round(float(v), 3) for f, v in maps[k].real_codes().items()}
+                       "codes": {k: {f: round(float(v.detach()), 3) for f, v in maps[k].real_codes().items()}
                                  for k in maps.layers},
                        "legal_codes": {k: vars(c) for k, c in config.items()}}
                 out.history.append(row)
