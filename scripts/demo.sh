@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job end to end on the tiny CIFAR-10 sample shipped in the package (offline, ~2 minutes):
+# The main job end to end on the tiny CIFAR-10 sample shipped in the package (offline):
 # float training -> QAT -> INT8 teacher -> PPO search for tri-segment maps -> evaluation of the result.
 # Pass --data-dir PATH (and more epochs/episodes) to run it on the full data set.
 set -euo pipefail
