@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,13 @@ def test_lsq_modes_have_help_in_both_front_ends(mode, capsys):
             call()
         assert ex.value.code == 0
         assert "usage:" in capsys.readouterr().out
+
+
+def test_warnings_reach_the_user_as_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    assert main(["models"]) == 0
+    shown = warnings.formatwarning(UserWarning("no top-k config stays within 2.0"), UserWarning, "run.py", 122)
+    assert shown == "warning: no top-k config stays within 2.0\n"
 
 
 def test_unknown_model_and_mode_list_the_choices(tmp_path, capsys):

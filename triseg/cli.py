@@ -88,9 +88,15 @@ def build_parser(prog: str = "triseg") -> argparse.ArgumentParser:
     return parser
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], *_: object) -> str:
+    """Show a warning to a CLI user as one line, without the source line behind it."""
+    return f"warning: {message}\n"
+
+
 def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse, run, and turn a TrisegError into one line on stderr with exit code 2."""
     warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
+    warnings.formatwarning = one_line_warning
     args = parser.parse_args(argv)
     handler = getattr(args, "run", None) or getattr(args, "func", None)
     if handler is None:
