@@ -273,6 +273,8 @@ def main() -> None:
                         "gradients), fixed (STE, tmax fixed at the search's rule); default all")
     p.add_argument("--supervised-seeds", type=int, nargs="+", default=None,
                    help="seeds of the supervised runs (default: --seeds)")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: table and plot from the result JSONs already in --out")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further train_ppo_triseg options for every run (e.g. --extra --batch-size 64)")
     a = p.parse_args()
@@ -293,6 +295,8 @@ def main() -> None:
                 path = out / f"{name}__seed{seed}.json"
                 if path.exists():
                     result = json.loads(path.read_text())
+                elif a.report_only:
+                    continue
                 else:
                     result = run_one(name, seed, model, data, base, a.budget, out, Path(work), a.points)
                 print(f"{a.model} {name} seed {seed}: val drop {result['validation']['acc_drop']:.2f} "
@@ -301,7 +305,7 @@ def main() -> None:
                 results[name].append(result)
             for variant, (name, _) in SUPERVISED.items():  # earlier supervised results are reported too
                 path = out / f"{name}__seed{seed}.json"
-                wanted = (a.supervised_steps and variant in a.supervised_variants
+                wanted = (a.supervised_steps and not a.report_only and variant in a.supervised_variants
                           and (a.supervised_seeds is None or seed in a.supervised_seeds))
                 if not path.exists() and not wanted:
                     continue
@@ -314,7 +318,7 @@ def main() -> None:
             for seed in a.seeds:
                 ref_path = out / f"{ref_name}__seed{seed}.json"
                 path = out / f"exact-mse@{ref_name}-tmax__seed{seed}.json"
-                if not ref_path.exists():
+                if not ref_path.exists() or (a.report_only and not path.exists()):
                     continue
                 result = (json.loads(path.read_text()) if path.exists()
                           else exact_mse_at(json.loads(ref_path.read_text()), seed, model, data, base, path))
@@ -322,6 +326,7 @@ def main() -> None:
                       f"{result['validation']['acc_drop']:.2f} test drop {result['metrics']['acc_drop']:.2f}",
                       flush=True)
                 results.setdefault(f"exact-mse@{ref_name}-tmax", []).append(result)
+    results = {name: runs for name, runs in results.items() if runs}
     print(summarise(a.model, results, a.budget, out))
     print(f"-> {out / 'table.md'}, {plot(a.model, results, a.budget, out)}")
 
