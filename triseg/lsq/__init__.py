@@ -1,1 +1,1 @@
-"""LSQ low-bit quantization-aware training with integer-only inference (see INTEGRATION.md)."""
+"""LSQ low-bit quantization-aware training with integer-only inference (the README's LSQ section)."""
