@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch.utils import benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import machine  # noqa: E402
 from triseg.data import batches, load_cifar10  # noqa: E402
 from triseg.lsq.integer import IntegerModel, export_integer  # noqa: E402
 from triseg.lsq.models import build_model  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_cifar10(args.data_dir, val_size=0)
     x, _ = next(iter(batches(data.test, args.batch_size)))
-    print(f"batch {len(x)}, {args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(f"batch {len(x)}, {args.threads} thread(s), {machine.describe()}")
     rows = []
     if args.float_checkpoint:
         net = model_from_checkpoint(load_checkpoint(args.float_checkpoint)).eval()
@@ -82,7 +82,7 @@ def main() -> None:
                 net(x)
             rows.append(time_pair(f"{args.model} W{b}A{b} (calibrated)", net, x, args.min_time))
     if args.json:
-        out = {"batch": len(x), "threads": args.threads, "torch": torch.__version__, "rows": rows}
+        out = {"batch": len(x), "threads": args.threads, "machine": machine.describe(), "rows": rows}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.json).with_suffix(".tmp")
         tmp.write_text(json.dumps(out, indent=2) + "\n")

@@ -15,6 +15,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+import machine
 from triseg import artifacts, quant
 from triseg.models import MODELS, build_model
 
@@ -77,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cols = ["train", "fp32@32", "fakequant@32", "int8@32", "int8/fq@32", "fp32@256", "fakequant@256", "int8@256",
             "int8/fq@256"]
-    lines = [f"images/s, {args.threads} threads, INT8 engine {args.engine}, torch {torch.__version__}", "",
+    lines = [f"images/s, {args.threads} threads, INT8 engine {args.engine}, {machine.describe()}", "",
              "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name in args.models:
         row = bench_model(name, args.engine, args.min_time)

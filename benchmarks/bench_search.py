@@ -16,6 +16,7 @@ import warnings
 
 import torch
 
+import machine
 from triseg import artifacts, quant
 from triseg.approx.student import install
 from triseg.data import Split
@@ -93,7 +94,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cols = ["episodes/s", "episode_ms", "int8_forward_ms", "luts_ms", "ppo_ask_ms", "ppo_update_ms", "layers"]
-    print(f"batch 32, {args.threads} threads, engine {args.engine}, torch {torch.__version__}\n")
+    print(f"batch 32, {args.threads} threads, engine {args.engine}, {machine.describe()}\n")
     print("| model | " + " | ".join(cols) + " |\n" + "|---" * (len(cols) + 1) + "|")
     for name in args.models:
         row = bench(name, args.engine, args.episodes)
