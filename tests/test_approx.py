@@ -46,6 +46,21 @@ def test_int8_and_float_paths_of_the_edit_agree():
     assert torch.equal((flt / 0.25).round(), map_codes(torch.arange(40), C).float())
 
 
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_int8_path_keeps_the_layout_and_maps_every_element(layout):
+    gen = torch.Generator().manual_seed(0)
+    vals = torch.randint(0, 60, (2, 3, 4, 5), generator=gen).float() * 0.5
+    q = torch.quantize_per_tensor(vals, 0.5, 3, torch.quint8)
+    if layout == "channels_last":
+        q = q.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        q = q[:, :, ::2]
+    out = LutEdit(C).int8_path(q, 0.5, 3)
+    assert out.shape == q.shape and out.q_zero_point() == 3
+    assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    assert torch.equal(out.int_repr().long() - 3, map_codes(q.int_repr().long() - 3, C))
+
 @pytest.mark.parametrize("codes,rule", [
     (LayerCodes(3, 6, 9, 12, 140), "tmax 140 must be <= 127"),
     (LayerCodes(3, 6, 9, 12, 9), "tmax 9 must be >= 10"),
