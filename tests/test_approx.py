@@ -46,7 +46,6 @@ def test_int8_and_float_paths_of_the_edit_agree():
     assert torch.equal((flt / 0.25).round(), map_codes(torch.arange(40), C).float())
 
 
-
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
 def test_int8_path_keeps_the_layout_and_maps_every_element(layout):
     gen = torch.Generator().manual_seed(0)
@@ -60,6 +59,7 @@ def test_int8_path_keeps_the_layout_and_maps_every_element(layout):
     assert out.shape == q.shape and out.q_zero_point() == 3
     assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
     assert torch.equal(out.int_repr().long() - 3, map_codes(q.int_repr().long() - 3, C))
+
 
 @pytest.mark.parametrize("codes,rule", [
     (LayerCodes(3, 6, 9, 12, 140), "tmax 140 must be <= 127"),
