@@ -20,6 +20,7 @@ from torch.utils import benchmark
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import machine  # noqa: E402
+from triseg.artifacts import atomic_write_text  # noqa: E402
 from triseg.data import batches, load_cifar10  # noqa: E402
 from triseg.lsq.integer import IntegerModel, export_integer  # noqa: E402
 from triseg.lsq.models import build_model  # noqa: E402
@@ -83,10 +84,7 @@ def main() -> None:
             rows.append(time_pair(f"{args.model} W{b}A{b} (calibrated)", net, x, args.min_time))
     if args.json:
         out = {"batch": len(x), "threads": args.threads, "machine": machine.describe(), "rows": rows}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        tmp.replace(args.json)
+        atomic_write_text(json.dumps(out, indent=2) + "\n", args.json)
 
 
 if __name__ == "__main__":
