@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -18,8 +19,10 @@ from hypothesis import strategies as st
 from triseg.errors import TrisegError
 from triseg.lsq.__main__ import main as lsq_main
 from triseg.lsq.integer import IntegerModel, export_integer, mac, quantize_multiplier, requantize_
-from triseg.lsq.models import ConvBN, build_model
-from triseg.lsq.qat import to_qat
+from triseg.lsq.integer import ENGINE_OPS, EXPORT_OPS
+from triseg.lsq.models import FLOAT_OPS, ConvBN, Op, build_model
+from triseg.lsq.ops import KINDS, op_table
+from triseg.lsq.qat import QAT_OPS, to_qat
 from triseg.lsq.quantizer import LsqQuantizer, check_bits
 
 torch.set_num_threads(1)
@@ -172,7 +175,7 @@ def test_export_loads_without_training_code(tmp_path: Path) -> None:
         f"m = IntegerModel.load({str(path)!r})\n"
         f"out = m.run(torch.load({str(tmp_path / 'x.pt')!r}))\n"
         "bad = [k for k in sys.modules if k.startswith('triseg.') and k not in "
-        "('triseg.errors', 'triseg.lsq', 'triseg.lsq.integer')]\n"
+        "('triseg.errors', 'triseg.lsq', 'triseg.lsq.ops', 'triseg.lsq.integer')]\n"
         "assert not bad, bad\n"
         f"torch.save(out, {str(tmp_path / 'out.pt')!r})\n"
     )
@@ -183,6 +186,42 @@ def test_export_loads_without_training_code(tmp_path: Path) -> None:
     torch.save({"format": "other"}, tmp_path / "bad.pt")
     with pytest.raises(TrisegError, match="not a triseg-lsq-int"):
         IntegerModel.load(tmp_path / "bad.pt")
+
+
+def test_every_interpreter_handles_exactly_the_kinds() -> None:
+    for table in (FLOAT_OPS, QAT_OPS, ENGINE_OPS, EXPORT_OPS):
+        assert tuple(table) == KINDS
+    with pytest.raises(TypeError, match="exactly"):
+        op_table({kind: None for kind in KINDS[:-1]})
+
+
+def _rename_kind(ops: list[Op], old: str, new: str) -> list[Op]:
+    """``ops`` with every op of kind ``old`` turned into kind ``new``."""
+    return [dataclasses.replace(op, kind=new) if op.kind == old else op for op in ops]
+
+
+def test_unknown_op_kind_raises_in_float_and_qat_nets() -> None:
+    net = build_model("tiny_vgg")
+    q = to_qat(net, 4, 4)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        q(x)  # calibrate on the real graph
+        net.ops = _rename_kind(net.ops, "avgpool", "globalpool")  # once silently run as average pooling
+        q.ops = _rename_kind(q.ops, "avgpool", "globalpool")
+        for model in (net, q):
+            with pytest.raises(TrisegError, match="unknown op kind 'globalpool' in op 'avgpool'"):
+                model(x)
+
+
+def test_unknown_op_kind_raises_in_integer_engine() -> None:
+    q = _qat_model("tiny_vgg", 4, 4)
+    blob = export_integer(q, (3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    assert IntegerModel(blob).run(x).shape == (2, 10)
+    pool = next(op for op in blob["ops"] if op["kind"] == "avgpool")
+    pool["kind"] = "median"
+    with pytest.raises(TrisegError, match=f"unknown op kind 'median' in op '{pool['name']}'"):
+        IntegerModel(blob).run(x)
 
 
 def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,12 +26,19 @@ quantized (one float division and rounding), every tensor is an integer tensor:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from triseg.errors import TrisegError
+from triseg.lsq.ops import handler, op_table
+
+if TYPE_CHECKING:
+    from triseg.lsq.models import Op
+    from triseg.lsq.qat import QuantNet
 
 FORMAT = "triseg-lsq-int/1"
 INT32_LIMIT = 2**31
@@ -115,20 +122,9 @@ class IntegerModel:
         """
         env = {"input": self.quantize_input(x)}
         for op in self.ops:
-            a = env[op["inputs"][0]]
-            kind, out = op["kind"], op["out"]
-            if kind in ("conv", "linear"):
-                dtype = torch.float32 if op["mac_bound"] < FLOAT32_EXACT else torch.float64
-                y = mac(a, op["weight"], op["bias"], op["stride"], op["padding"], dtype)
-            elif kind == "add":
-                y = add_requantize(a, env[op["inputs"][1]], out["m0n"])
-            elif kind == "maxpool":
-                y = F.max_pool2d(a.double(), op["kernel"], op["stride"], op["padding"]).long()
-            else:
-                y = a.sum((2, 3))
+            y = handler(ENGINE_OPS, op["kind"], op["name"])(op, env)
+            out = op["out"]
             if out is not None:
-                if kind != "add":
-                    y = requantize_(y, *out["m0n"][0])
                 y = y.clamp_(out["qn"], out["qp"])
             elif op["relu"]:
                 y = y.clamp_min_(0)
@@ -138,53 +134,123 @@ class IntegerModel:
         return env[self.ops[-1]["name"]]
 
 
-def export_integer(net, input_shape: tuple[int, ...], path: str | Path | None = None) -> dict:
+def _requantized(acc: torch.Tensor, op: dict) -> torch.Tensor:
+    """``acc`` rescaled to the op's output step when the op has an output quantizer."""
+    return acc if op["out"] is None else requantize_(acc, *op["out"]["m0n"][0])
+
+
+def _run_layer(op: dict, env: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Conv or linear: the exact MAC, then requantization."""
+    dtype = torch.float32 if op["mac_bound"] < FLOAT32_EXACT else torch.float64
+    return _requantized(mac(env[op["inputs"][0]], op["weight"], op["bias"], op["stride"], op["padding"], dtype), op)
+
+
+def _run_add(op: dict, env: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Residual add: both inputs rescaled to the output step with one rounding."""
+    a, b = (env[i] for i in op["inputs"])
+    return add_requantize(a, b, op["out"]["m0n"])
+
+
+def _run_maxpool(op: dict, env: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Max pooling of codes (float64 holds them exactly)."""
+    a = env[op["inputs"][0]]
+    return _requantized(F.max_pool2d(a.double(), op["kernel"], op["stride"], op["padding"]).long(), op)
+
+
+def _run_avgpool(op: dict, env: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Global average pooling as a sum of codes (the 1/(H*W) lives in the classifier's scale)."""
+    return _requantized(env[op["inputs"][0]].sum((2, 3)), op)
+
+
+ENGINE_OPS: dict[str, Callable[[dict, dict[str, torch.Tensor]], torch.Tensor]] = op_table({
+    "conv": _run_layer, "linear": _run_layer, "add": _run_add, "maxpool": _run_maxpool, "avgpool": _run_avgpool,
+})
+
+
+@dataclass
+class _Export:
+    """What the export handlers share: the net, one traced batch and each tensor's integer bound."""
+
+    net: QuantNet
+    traced: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    bound: dict[str, int]
+
+    def scale(self, name: str) -> torch.Tensor:
+        """The scale of tensor ``name``."""
+        return self.traced[name][1]
+
+
+ExportResult = tuple[int, list[torch.Tensor]]
+
+
+def _export_layer(ex: _Export, op: Op, entry: dict) -> ExportResult:
+    """Weight codes, int32 bias and the accumulator bound (asserted below 2**31)."""
+    from triseg.lsq.qat import bias_scale
+
+    src = op.inputs[0]
+    layer = ex.net.layers[op.name]
+    w = layer.wq.codes(layer.weight)
+    acc_scale = bias_scale(ex.scale(src), layer.wq.step)
+    b = torch.round(layer.bias / acc_scale)
+    limit = w[0].numel() * ex.bound[src] * int(w.abs().max()) + int(b.abs().max())
+    if limit >= INT32_LIMIT:
+        raise TrisegError(f"layer {op.name}: the accumulator may reach {limit}, beyond int32")
+    entry.update(weight=w.to(torch.int8), bias=b.to(torch.int32), stride=layer.stride, padding=layer.padding,
+                 mac_bound=limit)
+    return limit, [acc_scale]
+
+
+def _export_add(ex: _Export, op: Op, entry: dict) -> ExportResult:
+    """An add must have an output quantizer: its result is clamped codes."""
+    if op.name not in ex.net.acts:
+        raise TrisegError(f"add {op.name} has no output quantizer; the integer engine cannot run it")
+    q = ex.net.acts[op.name]
+    return max(-q.qn, q.qp), [ex.scale(i) for i in op.inputs]
+
+
+def _export_maxpool(ex: _Export, op: Op, entry: dict) -> ExportResult:
+    """Max pooling keeps the input's codes."""
+    src = op.inputs[0]
+    return ex.bound[src], [ex.scale(src)]
+
+
+def _export_avgpool(ex: _Export, op: Op, entry: dict) -> ExportResult:
+    """A sum of H*W codes at scale ``s / (H * W)``."""
+    v, s = ex.traced[op.inputs[0]]
+    pixels = int(v.shape[2] * v.shape[3])
+    return ex.bound[op.inputs[0]] * pixels, [s / pixels]
+
+
+EXPORT_OPS: dict[str, Callable[[_Export, Op, dict], ExportResult]] = op_table({
+    "conv": _export_layer, "linear": _export_layer, "add": _export_add, "maxpool": _export_maxpool,
+    "avgpool": _export_avgpool,
+})
+
+
+def export_integer(net: QuantNet, input_shape: tuple[int, ...], path: str | Path | None = None) -> dict:
     """Turn a :class:`triseg.lsq.qat.QuantNet` into the integer format (and save it to ``path``).
 
     Weight codes and int32 biases are computed with the very float32 operations the fake-quant
     forward uses, so both models start from identical integers.
     """
-    from triseg.lsq.qat import bias_scale
-
     net = net.cpu().eval()
-    with torch.no_grad():
-        env = net.trace(torch.zeros(1, *input_shape))
-    scales = {name: s for name, (_, s) in env.items()}
     iq = net.input_q
-    bound = {"input": max(-iq.qn, iq.qp)}  # largest |integer| each tensor can hold
     ops = []
     with torch.no_grad():
+        ex = _Export(net, net.trace(torch.zeros(1, *input_shape)), {"input": max(-iq.qn, iq.qp)})
         for op in net.ops:
             entry: dict = {"kind": op.kind, "name": op.name, "inputs": list(op.inputs), "relu": op.relu,
                            "kernel": op.kernel, "stride": op.stride, "padding": op.padding, "out": None}
-            src = op.inputs[0]
-            if op.kind in ("conv", "linear"):
-                layer = net.layers[op.name]
-                w = layer.wq.codes(layer.weight)
-                acc_scale = bias_scale(scales[src], layer.wq.step)
-                b = torch.round(layer.bias / acc_scale)
-                limit = w[0].numel() * bound[src] * int(w.abs().max()) + int(b.abs().max())
-                if limit >= INT32_LIMIT:
-                    raise TrisegError(f"layer {op.name}: the accumulator may reach {limit}, beyond int32")
-                entry.update(weight=w.to(torch.int8), bias=b.to(torch.int32), stride=layer.stride,
-                             padding=layer.padding, mac_bound=limit)
-                bound[op.name] = limit
-            elif op.kind == "add" and op.name not in net.acts:
-                raise TrisegError(f"add {op.name} has no output quantizer; the integer engine cannot run it")
-            elif op.kind == "maxpool":
-                bound[op.name] = bound[src]
-            else:
-                bound[op.name] = bound[src] * int(env[src][0].shape[2] * env[src][0].shape[3])
+            ex.bound[op.name], in_scales = handler(EXPORT_OPS, op.kind, op.name)(ex, op, entry)
             if op.name in net.acts:
                 q = net.acts[op.name]
                 step = float(q.step)
                 entry["out"] = {"qn": q.qn, "qp": q.qp,
-                                "m0n": [quantize_multiplier(float(scales[i]) / step) for i in op.inputs]
-                                if op.kind == "add" else [quantize_multiplier(float(acc_scale) / step)]}
-                bound[op.name] = max(-q.qn, q.qp)
+                                "m0n": [quantize_multiplier(float(s) / step) for s in in_scales]}
+                ex.bound[op.name] = max(-q.qn, q.qp)
             ops.append(entry)
     blob = {"format": FORMAT, "input": {"step": iq.step.detach().clone(), "qn": iq.qn, "qp": iq.qp},
-            "input_shape": list(input_shape), "ops": ops, "logit_scale": float(scales[net.ops[-1].name]),
+            "input_shape": list(input_shape), "ops": ops, "logit_scale": float(ex.scale(net.ops[-1].name)),
             "meta": dict(net.meta)}
     if path is not None:
         path = Path(path)

@@ -1,9 +1,10 @@
 """LSQ models as small op graphs: one definition drives the float net, the BN-folded QAT net and the
 integer export.
 
-A model is a list of :class:`Op` over named tensors (``"input"`` is the image batch). Kinds:
-``conv`` (Conv2d + BatchNorm2d), ``linear``, ``add`` (two inputs), ``maxpool`` and ``avgpool``
-(global average + flatten). ``relu`` applies after the op. Each op's output is named after the op.
+A model is a list of :class:`Op` over named tensors (``"input"`` is the image batch). Kinds
+(:data:`triseg.lsq.ops.KINDS`): ``conv`` (Conv2d + BatchNorm2d), ``linear``, ``add`` (two inputs),
+``maxpool`` and ``avgpool`` (global average + flatten). ``relu`` applies after the op. Each op's
+output is named after the op. An op of any other kind is an error wherever the graph is run.
 
 Models: ``resnet_cifar10`` (ResNet-20, He et al. 2016, 1x1-conv shortcuts when the shape changes),
 ``resnet18`` / ``resnet34`` (ImageNet layout; 7x7/2 stem + max pool for ImageNet, a 3x3/1 stem
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from triseg.errors import TrisegError
+from triseg.lsq.ops import handler, op_table
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,13 @@ class ConvBN(nn.Module):
         return weight.detach().clone(), (bn.bias - bn.running_mean * scale).detach().clone()
 
 
-def run_pool(op: Op, x: torch.Tensor) -> torch.Tensor:
-    """The float semantics of ``maxpool`` and ``avgpool`` ops."""
-    if op.kind == "maxpool":
-        return F.max_pool2d(x, op.kernel, op.stride, op.padding)
+def max_pool(op: Op, x: torch.Tensor) -> torch.Tensor:
+    """The float semantics of a ``maxpool`` op."""
+    return F.max_pool2d(x, op.kernel, op.stride, op.padding)
+
+
+def global_avg_pool(op: Op, x: torch.Tensor) -> torch.Tensor:
+    """The float semantics of an ``avgpool`` op: global average, flattened."""
     return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
 
@@ -74,15 +79,19 @@ class GraphNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env = {"input": x}
         for op in self.ops:
-            args = [env[i] for i in op.inputs]
-            if op.kind in ("conv", "linear"):
-                y = self.layers[op.name](args[0])
-            elif op.kind == "add":
-                y = args[0] + args[1]
-            else:
-                y = run_pool(op, args[0])
+            y = handler(FLOAT_OPS, op.kind, op.name)(self, op, [env[i] for i in op.inputs])
             env[op.name] = F.relu(y) if op.relu else y
         return env[self.ops[-1].name]
+
+
+FloatHandler = Callable[[GraphNet, Op, list[torch.Tensor]], torch.Tensor]
+FLOAT_OPS: dict[str, FloatHandler] = op_table({
+    "conv": lambda net, op, args: net.layers[op.name](args[0]),
+    "linear": lambda net, op, args: net.layers[op.name](args[0]),
+    "add": lambda net, op, args: args[0] + args[1],
+    "maxpool": lambda net, op, args: max_pool(op, args[0]),
+    "avgpool": lambda net, op, args: global_avg_pool(op, args[0]),
+})
 
 
 class _Builder:

@@ -24,11 +24,14 @@ within five steps, 0.001 (the ``lsq-qat`` default) is stable.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from triseg.lsq.models import GraphNet, Op, run_pool
+from triseg.lsq.models import GraphNet, Op, global_avg_pool, max_pool
+from triseg.lsq.ops import POOL_KINDS, handler, op_table
 from triseg.lsq.quantizer import LsqQuantizer, check_bits, round_ste
 
 Traced = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -77,15 +80,7 @@ class QuantNet(nn.Module):
         """Every op's output and scale: codes * step for quantized outputs, acc * scale otherwise."""
         env: Traced = {"input": (self.input_q(x), self.input_q.step.detach())}
         for op in self.ops:
-            v, s = env[op.inputs[0]]
-            if op.kind in ("conv", "linear"):
-                y, s = self.layers[op.name](v, s)
-            elif op.kind == "add":
-                y = v + env[op.inputs[1]][0]
-            elif op.kind == "maxpool":
-                y = run_pool(op, v)
-            else:
-                y, s = run_pool(op, v), s / (v.shape[2] * v.shape[3])
+            y, s = handler(QAT_OPS, op.kind, op.name)(self, op, env)
             if op.relu:
                 y = F.relu(y)
             if op.name in self.acts:
@@ -102,11 +97,39 @@ class QuantNet(nn.Module):
         return [p for n, p in self.named_parameters() if n.endswith(".step") or n == "input_q.step"]
 
 
+def _layer(net: QuantNet, op: Op, env: Traced) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conv or linear: the output at its accumulator scale."""
+    return net.layers[op.name](*env[op.inputs[0]])
+
+
+def _add(net: QuantNet, op: Op, env: Traced) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum of both real values; the add's output quantizer gives it its scale."""
+    v, s = env[op.inputs[0]]
+    return v + env[op.inputs[1]][0], s
+
+
+def _maxpool(net: QuantNet, op: Op, env: Traced) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max pooling keeps the input's codes and scale."""
+    v, s = env[op.inputs[0]]
+    return max_pool(op, v), s
+
+
+def _avgpool(net: QuantNet, op: Op, env: Traced) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean of codes is their sum at scale ``s / (H * W)``."""
+    v, s = env[op.inputs[0]]
+    return global_avg_pool(op, v), s / (v.shape[2] * v.shape[3])
+
+
+QAT_OPS: dict[str, Callable[[QuantNet, Op, Traced], tuple[torch.Tensor, torch.Tensor]]] = op_table({
+    "conv": _layer, "linear": _layer, "add": _add, "maxpool": _maxpool, "avgpool": _avgpool,
+})
+
+
 def _classifier_feeder(ops: list[Op]) -> str:
     """The op whose quantized output the final linear layer reads (through pooling ops)."""
     by_name = {op.name: op for op in ops}
     name = ops[-1].inputs[0]
-    while by_name[name].kind in ("maxpool", "avgpool"):
+    while by_name[name].kind in POOL_KINDS:
         name = by_name[name].inputs[0]
     return name
 
