@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from triseg.errors import TrisegError
 from triseg.lsq.__main__ import main as lsq_main
-from triseg.lsq.integer import IntegerModel, export_integer, mac, quantize_multiplier, requantize_
+from triseg.lsq.integer import IntegerModel, export_integer, ieee_fp32, mac, quantize_multiplier, requantize_
 from triseg.lsq.integer import ENGINE_OPS, EXPORT_OPS
 from triseg.lsq.models import FLOAT_OPS, ConvBN, Op, build_model
 from triseg.lsq.ops import KINDS, op_table
@@ -113,6 +113,33 @@ def test_float32_mac_is_exact_near_its_bound() -> None:
     small = (x // 16, w // 16)  # 4-bit-like codes: bound far below 2**24, float32 must be exact too
     ref_small = (small[1].view(5, -1) @ F.unfold(small[0].double(), 3, padding=1).long()).view(2, 5, 6, 6)
     assert torch.equal(mac(*small, b, 1, 1, torch.float32), ref_small + b.view(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize("where", ["global", "onednn_ops"])
+def test_mac_stays_exact_under_reduced_precision_modes(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 2000, (2, 8, 6, 6), generator=gen)  # most of these are not bfloat16 numbers
+    w = torch.randint(-127, 128, (5, 8, 3, 3), generator=gen)  # K*2000*127 = 18.3M: float64 path
+    b = torch.randint(-(2**20), 2**20, (5,), generator=gen)
+    ref = (w.view(5, -1) @ F.unfold(x.double(), 3, padding=1).long()).view(2, 5, 6, 6) + b.view(1, -1, 1, 1)
+    x_small = x // 2  # K*1000*127 = 9.1M < 2**24: the float32 path
+    ref_small = (w.view(5, -1) @ F.unfold(x_small.double(), 3, padding=1).long()).view(2, 5, 6, 6)
+    pooled = torch.randint(0, 255 * 64, (4, 8), generator=gen)  # sums of 8x8 codes, as the classifier reads
+    fc = torch.randint(-127, 128, (10, 8), generator=gen)
+    if where == "global":
+        monkeypatch.setattr(torch.backends, "fp32_precision", "bf16")
+    else:
+        monkeypatch.setattr(torch.backends.mkldnn.conv, "fp32_precision", "bf16")
+        monkeypatch.setattr(torch.backends.mkldnn.matmul, "fp32_precision", "bf16")
+    assert torch.equal(mac(x, w, b, 1, 1, torch.float64), ref)
+    assert torch.equal(mac(x_small, w, b, 1, 1, torch.float32), ref_small + b.view(1, -1, 1, 1))
+    assert torch.equal(mac(pooled, fc, b[:1].expand(10), 0, 0, torch.float32), pooled @ fc.T + b[0])
+    assert torch.backends.mkldnn.conv.fp32_precision == torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+    with ieee_fp32():
+        assert torch.backends.mkldnn.conv.fp32_precision == torch.backends.mkldnn.matmul.fp32_precision == "ieee"
+    if where == "global":  # the op switches were restored to inherit, not frozen at "bf16"
+        monkeypatch.setattr(torch.backends, "fp32_precision", "tf32")
+        assert torch.backends.mkldnn.conv.fp32_precision == torch.backends.mkldnn.matmul.fp32_precision == "tf32"
 
 
 def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None = None):

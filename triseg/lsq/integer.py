@@ -11,6 +11,19 @@ quantized (one float division and rounding), every tensor is an integer tensor:
   otherwise float64 (exact below 2**53). No rounding happens anywhere, whatever the summation order,
   as long as the kernel multiplies and adds (direct or im2col+GEMM conv, no Winograd/FFT; the tests
   check the float32 path against an int64 unfold+matmul reference).
+* MAC precision is pinned, not inherited: :func:`mac` moves its operands to the CPU and runs the
+  kernel inside :func:`ieee_fp32`, which sets oneDNN's fp32 math mode for conv and matmul
+  (``torch.backends.mkldnn.conv.fp32_precision``, ``torch.backends.mkldnn.matmul.fp32_precision``)
+  to ``"ieee"`` for the call and restores it afterwards. Those two are the only switches that can
+  lower a CPU float32 conv or linear: with ``"bf16"`` (set there, through ``torch.backends.mkldnn``
+  or the global ``torch.backends.fp32_precision``) oneDNN rounds the operands to bfloat16 on CPUs
+  with bf16 support, so any operand above 256 in magnitude (the sums of codes the classifier reads
+  after global pooling, for one) stops being exact; the tests check the kernel under that setting.
+  The TF32 switches (``torch.backends.cuda.matmul.fp32_precision``,
+  ``torch.backends.cudnn.conv.fp32_precision`` and the older ``allow_tf32`` flags) only act on
+  CUDA kernels, the bf16/fp16 reduced-precision-reduction flags only on half-precision GEMMs, and
+  float64 has no reduced-precision mode, so none of them can reach this kernel. The switches are
+  process-global: another thread's float32 oneDNN ops also run in IEEE mode during a call.
 * requantization (Jacob et al. 2018, gemmlowp): ``M = s_in * s_w / s_out`` is stored as an int32
   multiplier ``M0`` in [2**30, 2**31) and a shift ``n`` with ``M = M0 * 2**-(31 + n)``; the code is
   ``clamp((acc * M0 + 2**(30 + n)) >> (31 + n), Qn, Qp)``, computed exactly in int64 and rounded once
@@ -26,9 +39,10 @@ quantized (one float division and rounding), every tensor is an integer tensor:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -73,12 +87,34 @@ def add_requantize(a: torch.Tensor, b: torch.Tensor, m0n: list) -> torch.Tensor:
     return rounding_shift_(rounding_shift_(a * m0a, na - k).add_(rounding_shift_(b * m0b, nb - k)), 31 + k)
 
 
+@contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """oneDNN conv and matmul in full IEEE float32 inside the block, whatever the global settings.
+
+    Each switch is put back afterwards. Its getter reports an inherited value (from
+    ``torch.backends.mkldnn`` or ``torch.backends``) as its own, so a switch that read the same as
+    its backend is restored to ``"none"`` (inherit again) rather than frozen at that value.
+    """
+    switches = (torch.backends.mkldnn.conv, torch.backends.mkldnn.matmul)
+    inherited = torch.backends.mkldnn.fp32_precision
+    saved = [s.fp32_precision for s in switches]
+    try:
+        for s in switches:
+            s.fp32_precision = "ieee"
+        yield
+    finally:
+        for s, value in zip(switches, saved):
+            s.fp32_precision = "none" if value == inherited else value
+
+
 def mac(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int, padding: int,
         dtype: torch.dtype) -> torch.Tensor:
-    """Integer conv (4-D ``w``) or linear plus bias, via an exact ``dtype`` kernel (module docstring)."""
-    if w.ndim == 4:
-        return F.conv2d(x.to(dtype), w.to(dtype), b.to(dtype), stride, padding).long()
-    return F.linear(x.to(dtype), w.to(dtype), b.to(dtype)).long()
+    """Integer conv (4-D ``w``) or linear plus bias, via an exact ``dtype`` CPU kernel in IEEE mode
+    (module docstring); int64 on the CPU."""
+    x, w, b = (t.to("cpu", dtype) for t in (x, w, b))
+    with ieee_fp32():
+        y = F.conv2d(x, w, b, stride, padding) if w.ndim == 4 else F.linear(x, w, b)
+    return y.long()
 
 
 class IntegerModel:
@@ -107,11 +143,11 @@ class IntegerModel:
             raise TrisegError(f"cannot read integer model {path}: {exc}") from None
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The only float step: normalised images to signed input codes."""
+        """The only float step: normalised images to signed input codes (on the CPU, like the engine)."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise TrisegError(f"input shape {tuple(x.shape[1:])} differs from the exported {self.input_shape}")
         q = self.input
-        return torch.clamp(x.float() / q["step"], q["qn"], q["qp"]).round().long()
+        return torch.clamp(x.to("cpu", torch.float32) / q["step"], q["qn"], q["qp"]).round().long()
 
     def run(self, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None,
             feed: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
