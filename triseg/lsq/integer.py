@@ -30,7 +30,10 @@ quantized (one float division and rounding), every tensor is an integer tensor:
   (round half up; gemmlowp's two-step SaturatingRoundingDoublingHighMul + RoundingDivideByPOT rounds
   twice). ReLU is the clamp at Qn = 0.
 * residual add: each input (an int32 accumulator or codes) gets its own (M0, n) to the add's output
-  step; both products are brought to the smaller shift and summed in int64 before the one rounding.
+  step; the product with the larger shift is floored to the smaller shift (its dropped fraction can
+  never change the rounded result), the two are summed in int64 and rounded once, half up, exactly
+  as ``round(a * Ma + b * Mb)`` computed with fractions (:func:`add_requantize` has the argument and
+  the int64 bounds).
 * max pooling works on codes; global average pooling is a sum of codes whose 1/(H*W) is folded into
   the classifier's scale; the logits are the classifier's int32 accumulators (``logit_scale`` turns
   them into floats for reporting only).
@@ -60,9 +63,10 @@ FLOAT32_EXACT = 2**24
 
 
 def quantize_multiplier(m: float) -> tuple[int, int]:
-    """``(M0, n)`` with ``M0 * 2**-(31 + n)`` within 2**-32 * 2**-n of ``m`` and 2**30 <= M0 < 2**31."""
-    if not 2.0**-31 <= m < 2.0**30:
-        raise TrisegError(f"requantization multiplier {m:g} is outside [2^-31, 2^30): the step sizes are degenerate")
+    """``(M0, n)`` with ``M0 * 2**-(31 + n)`` within 2**-32 * 2**-n of ``m``, 2**30 <= M0 < 2**31 and
+    -30 <= n <= 30 (every shift ``31 + n`` in [1, 61]: the bounds :func:`add_requantize` relies on)."""
+    if not 2.0**-31 <= m < 2.0**29:
+        raise TrisegError(f"requantization multiplier {m:g} is outside [2^-31, 2^29): the step sizes are degenerate")
     mantissa, exponent = math.frexp(m)
     m0 = round(mantissa * 2**31)
     if m0 == 2**31:
@@ -81,10 +85,24 @@ def requantize_(acc: torch.Tensor, m0: int, n: int) -> torch.Tensor:
 
 
 def add_requantize(a: torch.Tensor, b: torch.Tensor, m0n: list) -> torch.Tensor:
-    """``round(a * Ma + b * Mb)``: both products at the smaller shift, summed, rounded once more."""
+    """``round(a * Ma + b * Mb)`` (half up) on int64, rounded once; exact for ``|a|, |b| <= 2**31``.
+
+    With ``P = a * M0a`` and ``Q = b * M0b`` (both below 2**62 in magnitude), ``na >= nb`` (the
+    inputs are swapped otherwise), ``d = na - nb`` and ``s = 31 + nb``, the exact sum is
+    ``(P / 2**d + Q) / 2**s``, and ``((P >> d) + Q + 2**(s-1)) >> s`` rounds it: ``P >> d`` drops a
+    fraction ``0 <= f < 1``, and ``floor((N + f) / 2**s) == floor(N / 2**s)`` for every integer ``N``.
+    That sum can pass 2**63 (two int32 accumulators near 2**31 with equal shifts), so it
+    is halved as it is formed: ``(X + Q) >> 1 == (X >> 1) + (Q >> 1) + (X & Q & 1)`` with
+    ``X = (P >> d) + 2**(s-1)``. As ``n`` from :func:`quantize_multiplier` lies in [-30, 30],
+    ``1 <= s <= 61``, ``|X| < 2**62 + 2**60`` and no intermediate reaches 2**63.
+    """
     (m0a, na), (m0b, nb) = m0n
-    k = min(na, nb)
-    return rounding_shift_(rounding_shift_(a * m0a, na - k).add_(rounding_shift_(b * m0b, nb - k)), 31 + k)
+    if na < nb:
+        a, b, m0a, m0b, na, nb = b, a, m0b, m0a, nb, na
+    s = 31 + nb
+    x = (a * m0a).bitwise_right_shift_(na - nb).add_(1 << (s - 1))
+    q = b * m0b
+    return (x >> 1).add_(q >> 1).add_(x & q & 1).bitwise_right_shift_(s - 1)
 
 
 @contextmanager
