@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import torch
 
+from triseg.artifacts import atomic_write_text
 from triseg.errors import TrisegError
 from triseg.lsq.integer import IntegerModel, export_integer
 from triseg.lsq.qat import QuantNet
-from triseg.lsq.train import DataSource, cifar_source, imagenet_source, load_checkpoint, model_from_checkpoint, write_json
+from triseg.lsq.train import DataSource, cifar_source, imagenet_source, load_checkpoint, model_from_checkpoint
 
 
 class _Agreement:
@@ -133,5 +135,5 @@ def run_infer(args: argparse.Namespace) -> dict:
         if key in report:
             print(f"{key}: {report[key]:.3f}")
     if args.json:
-        write_json(report, Path(args.json))
+        atomic_write_text(json.dumps(report, indent=2) + "\n", Path(args.json))
     return report

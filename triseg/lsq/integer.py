@@ -307,9 +307,7 @@ def export_integer(net: QuantNet, input_shape: tuple[int, ...], path: str | Path
             "input_shape": list(input_shape), "ops": ops, "logit_scale": float(ex.scale(net.ops[-1].name)),
             "meta": dict(net.meta)}
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(blob, tmp)
-        tmp.replace(path)
+        from triseg.artifacts import atomic_save
+
+        atomic_save(blob, path)
     return blob

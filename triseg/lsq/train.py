@@ -9,18 +9,22 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from triseg import data as tdata
+from triseg.artifacts import atomic_save, atomic_write_text
 from triseg.errors import TrisegError
 from triseg.lsq.models import build_model
 from triseg.lsq.qat import QuantNet, to_qat
+from triseg.runlog import tensorboard_writer
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -119,20 +123,14 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device) -> tuple[
     return 100.0 * correct / max(total, 1), loss / max(total, 1)
 
 
-def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _purge_from(writer: SummaryWriter, step: int) -> None:
+    """Hide in TensorBoard the events of an earlier run of this log dir at ``step`` and later.
 
+    What ``SummaryWriter(purge_step=step)`` writes: a ``SessionLog.START`` event at ``step``.
+    """
+    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
-def write_json(obj: object, path: Path) -> None:
-    """JSON to a temporary file, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    writer.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -183,7 +181,8 @@ def fit(model: nn.Module, source: DataSource, args: argparse.Namespace, kind: st
         start, history = ckpt["epoch"], ckpt["history"]
     elif ckpt_path.exists():
         raise TrisegError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out-dir")
-    writer = SummaryWriter(str(log_dir / out.name), purge_step=start)
+    writer = tensorboard_writer(log_dir / out.name)
+    _purge_from(writer, start)
     for epoch in range(start, args.epochs):
         model.train()
         t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
@@ -210,7 +209,7 @@ def fit(model: nn.Module, source: DataSource, args: argparse.Namespace, kind: st
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
             writer.add_scalar(f"{kind}/{key}", row[key], epoch + 1)
         writer.flush()
-        save_atomic({"kind": kind, "meta": meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        atomic_save({"kind": kind, "meta": meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
                      "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}},
                     ckpt_path)
@@ -220,7 +219,7 @@ def fit(model: nn.Module, source: DataSource, args: argparse.Namespace, kind: st
     test_acc, test_loss = evaluate(model, source.evaluate("test"), device)
     metrics = {"kind": kind, **meta, "epochs": args.epochs, "test_acc": test_acc, "test_loss": test_loss,
                "sizes": source.sizes, "history": history}
-    write_json(metrics, out / "metrics.json")
+    atomic_write_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")
     print(f"{kind}: test top-1 {test_acc:.2f}% after {args.epochs} epochs -> {out}")
     return metrics
 
