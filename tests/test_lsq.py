@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from triseg.errors import TrisegError
 from triseg.lsq.__main__ import main as lsq_main
@@ -313,6 +314,8 @@ def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.Capture
                      *common]) == 0
     history = json.loads((fdir / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
+    events = EventAccumulator(str(tmp_path / "tb" / "float"), purge_orphaned_data=True).Reload()
+    assert [e.step for e in events.Scalars("float/val_acc")] == [1, 2]  # the resume keeps epoch 1
     assert lsq_main(["lsq-qat", "--model", "tiny_vgg", "--epochs", "1", "--out-dir", str(qdir),
                      "--float-checkpoint", str(fdir / "checkpoint.pt"), "--w-num-bits", "2", "--a-num-bits", "3",
                      *common]) == 0

@@ -182,7 +182,7 @@ def fit(model: nn.Module, source: DataSource, args: argparse.Namespace, kind: st
     elif ckpt_path.exists():
         raise TrisegError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out-dir")
     writer = tensorboard_writer(log_dir / out.name)
-    _purge_from(writer, start)
+    _purge_from(writer, start + 1)  # steps are epochs: 1..start are in the checkpoint, start+1.. are redone
     for epoch in range(start, args.epochs):
         model.train()
         t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
