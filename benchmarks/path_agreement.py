@@ -12,12 +12,7 @@ import warnings
 
 import torch
 
-from triseg import artifacts
-from triseg.approx.intsim import simulate
-from triseg.approx.student import install
-from triseg.commands.search import checked_config
-from triseg.data import batches, load_cifar10
-from triseg.recorder import attach
+from triseg import api
 
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
 
@@ -31,22 +26,23 @@ def main() -> None:
     p.add_argument("--engine", default=None)
     p.add_argument("--split", default="test", choices=["val", "test"])
     args = p.parse_args()
-    int8, backend = artifacts.load_int8("outputs", args.model, args.engine)
-    sim = simulate(int8)
-    cfg = checked_config(args.config_path, args.model, backend)
-    split = getattr(load_cifar10(args.data_dir, val_size=5000 if args.data_dir else 48), args.split)
+    teacher = api.load_teacher(args.model, "outputs", args.engine, device="cpu")
+    int8 = teacher.model
+    sim = api.simulate(int8)
+    cfg = teacher.load_config(args.config_path)
+    split = getattr(api.load_cifar10(args.data_dir), args.split)
     taps = [int8.tap_name(layer) for layer in cfg.layers]
     same_top1, equal_codes, total_codes = 0, dict.fromkeys(taps, 0), dict.fromkeys(taps, 0)
-    for x, _ in batches(split, 250):
-        rec_a = install(int8, cfg.layers, keep=set(taps))
-        rec_b = install(sim, cfg.layers, keep=set(taps))
+    for x, _ in api.batches(split, 250):
+        rec_a = api.install(int8, cfg.layers, keep=set(taps))
+        rec_b = api.install(sim, cfg.layers, keep=set(taps))
         same_top1 += int((int8(x).argmax(1) == sim(x).argmax(1)).sum())
         for t in taps:
             a, b = rec_a.records[t].codes, rec_b.records[t].codes
             equal_codes[t] += int((a == b).sum())
             total_codes[t] += a.numel()
-    attach(int8, None)
-    attach(sim, None)
+    api.attach(int8, None)
+    api.attach(sim, None)
     print(f"{args.model} ({torch.backends.quantized.engine} kernels) vs integer simulation, {args.split} split, "
           f"{len(split)} images, config {args.config_path}")
     print(f"top-1 agreement: {100 * same_top1 / len(split):.3f} %")

@@ -26,34 +26,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from triseg import quant  # noqa: E402
-from triseg.approx.student import Config, evaluate_student  # noqa: E402
-from triseg.artifacts import atomic_write_text, stage_path  # noqa: E402
-from triseg.cli import build_parser  # noqa: E402
-from triseg.cli import main as cli_main  # noqa: E402
-from triseg.commands.common import load_data, prepare, write_json  # noqa: E402
-from triseg.commands.search import load_student  # noqa: E402
-from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy, TopK  # noqa: E402
-from triseg.search.exact_mse import exact_mse_codes  # noqa: E402
-from triseg.search.registry import STRATEGIES, build_strategy  # noqa: E402
-from triseg.search.run import SearchSettings, result_json, run_search, select_and_test  # noqa: E402
-from triseg.search.space import build_space  # noqa: E402
-
-ZERO_COST = {"exact-mse": 1}  # strategies that need no search: one evaluation puts them in the top-k
+from triseg import api  # noqa: E402
 
 
 class BestSoFar:
     """Wraps a strategy and snapshots the best config by reward at the given evaluation counts."""
 
-    def __init__(self, inner: Strategy, checkpoints: list[int]) -> None:
+    def __init__(self, inner: api.Strategy, checkpoints: list[int]) -> None:
         self.inner, self.name, self.checkpoints = inner, inner.name, set(checkpoints)
-        self.best: tuple[float, Config] | None = None
-        self.snapshots: dict[int, tuple[float, Config]] = {}
+        self.best: tuple[float, api.Config] | None = None
+        self.snapshots: dict[int, tuple[float, api.Config]] = {}
 
-    def ask(self, episode: int) -> Config:
+    def ask(self, episode: int) -> api.Config:
         return self.inner.ask(episode)
 
-    def tell(self, episode: int, config: Config, score: Score) -> dict[str, float]:
+    def tell(self, episode: int, config: api.Config, score: api.Score) -> dict[str, float]:
         if self.best is None or score.reward > self.best[0]:
             self.best = (score.reward, dict(config))
         if episode + 1 in self.checkpoints:
@@ -73,99 +60,77 @@ def log_points(budget: int, n: int) -> list[int]:
     return sorted({max(1, round(math.exp(i * math.log(budget) / max(1, n - 1)))) for i in range(n)} | {budget})
 
 
-def run_one(name: str, seed: int, model: torch.nn.Module, data, base: list[str], budget: int,
-            out: Path, work: Path, n_points: int) -> dict[str, Any]:
-    """One strategy at one seed: search, select on val, test once, best-so-far curve on val."""
-    args = build_parser().parse_args([*base, "--search", name, "--seed", str(seed), "--episodes", str(budget)])
-    torch.manual_seed(seed)
-    space = build_space(model, data.train, args.calib_batches, args.batch_size,
-                        quant.activation_top_code(args.backend), seed=seed)
-    attention = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
-    evaluator = Evaluator(model, EpisodeBatches(model, data.train, args.batch_size, attention, seed=seed),
-                          T=args.kd_T, attention_weight=args.attention_weight)
-    episodes = ZERO_COST.get(name, budget)
+def write_result(result: api.SearchResult, path: Path) -> dict[str, Any]:
+    """Write a result JSON and return its content."""
+    result.write(path)
+    return result.to_json()
+
+
+def run_one(cfg: api.SearchConfig, teacher: api.Teacher, data: api.Cifar10, space: api.SearchSpace, out: Path,
+            work: Path, n_points: int) -> dict[str, Any]:
+    """One strategy at one seed through the search job; best-so-far curve on val."""
+    limit = api.STRATEGIES[cfg.search].max_evaluations
+    episodes = cfg.episodes if limit is None else min(cfg.episodes, limit)
     points = log_points(episodes, n_points)
-    strategy = BestSoFar(build_strategy(name, space, args), points)
-    settings = SearchSettings(episodes=episodes, top_k=args.top_k, max_acc_drop=args.max_acc_drop,
-                              eval_every=max(1, episodes // 10), checkpoint_every=episodes)
-    outcome = run_search(strategy, evaluator, settings, work / f"{name}__{seed}.ckpt",
-                         work / "runs" / f"{name}__{seed}")
-    t0 = time.time()
-    chosen = select_and_test(model, data, outcome.top, args.max_acc_drop)
-    selection_time = time.time() - t0
-    teacher_val = chosen["validation"]["acc_teacher"]
-    curve = [{"evaluations": n, "reward": r, "val_drop": teacher_val - evaluate_student(model, c, data.val).accuracy}
-             for n, (r, c) in sorted(strategy.snapshots.items())]
-    result = result_json(args.model, args.backend, chosen, {
-        "search": name, "episodes": episodes, "student_evaluations": evaluator.evaluations, "seed": seed,
-        "batch_size": args.batch_size, "calib_batches": args.calib_batches, "kd_T": args.kd_T,
-        "attention_weight": args.attention_weight, "max_acc_drop": args.max_acc_drop, "tmax": space.tmax,
-        "skipped_layers": space.skipped, "search_wall_time_s": round(outcome.wall_time, 1),
-        "selection_wall_time_s": round(selection_time, 1), "data": data.source,
-        "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "best_reward": max(h["reward"] for h in outcome.history),
-        "best_so_far_val": curve,
-    })
-    write_json(result, out / f"{name}__seed{seed}.json")
-    return result
+    wrapped: list[BestSoFar] = []
+
+    def wrap(strategy: api.Strategy) -> api.Strategy:
+        wrapped.append(BestSoFar(strategy, points))
+        return wrapped[0]
+
+    cfg = cfg.replace(output_dir=str(work), result_file=f"{cfg.search}__seed{cfg.seed}.json",
+                      eval_every=max(1, episodes // 10), checkpoint_every=episodes)
+    run = api.run_search(cfg, teacher, data, space, wrap=wrap)
+    assert run.result is not None
+    teacher_val = run.result.validation.acc_teacher
+    run.result.settings["best_so_far_val"] = [
+        {"evaluations": n, "reward": r,
+         "val_drop": teacher_val - api.evaluate_student(teacher.model, c, data.val).accuracy}
+        for n, (r, c) in sorted(wrapped[0].snapshots.items())]
+    return write_result(run.result, out / f"{cfg.search}__seed{cfg.seed}.json")
 
 
-SUPERVISED = {"ste": ("supervised", ["--round-grad", "ste"]),
-              "none": ("supervised-no-ste", ["--round-grad", "none"]),
-              "fixed": ("supervised-fixed-tmax", ["--round-grad", "ste", "--tmax", "fixed"])}
+SUPERVISED = {"ste": ("supervised", {"round_grad": "ste"}),
+              "none": ("supervised-no-ste", {"round_grad": "none"}),
+              "fixed": ("supervised-fixed-tmax", {"round_grad": "ste", "tmax": "fixed"})}
 
 
-def run_supervised(variant: str, seed: int, a: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
-    """train_supervised_triseg (epochs of ``a.supervised_steps`` batches) at one seed; result and trajectory files."""
+def run_supervised(variant: str, cfg: api.SearchConfig, teacher: api.Teacher, data: api.Cifar10,
+                   space: api.SearchSpace, a: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
+    """The supervised method (epochs of ``a.supervised_steps`` batches) at one seed; result and trajectory files."""
     name, options = SUPERVISED[variant]
-    stem = f"{name}__seed{seed}"
-    model_file = stage_path(a.output_dir, a.model, "int8")
-    if model_file.exists() and not (work / model_file.name).exists():
-        (work / model_file.name).symlink_to(model_file.resolve())
-    rc = cli_main(["train_supervised_triseg", "--model", a.model, "--workers", str(a.workers), "--seed", str(seed),
-                   *(["--data-dir", a.data_dir] if a.data_dir else []), "--epochs", str(a.supervised_epochs),
-                   "--steps-per-epoch", str(a.supervised_steps), *options, "--output-dir", str(work),
-                   "--result-file", f"{stem}.json"])
-    if rc != 0:
-        raise SystemExit(f"train_supervised_triseg failed for seed {seed}")
-    for suffix in (".json", ".supervised.json"):
-        src = work / "tri_ppo_int_codes" / f"{stem}{suffix}"
-        atomic_write_text(src.read_text(), out / src.name)
-    return json.loads((out / f"{stem}.json").read_text())
+    stem = f"{name}__seed{cfg.seed}"
+    job = api.SupervisedJobConfig(
+        model=cfg.model, output_dir=str(work), workers=cfg.workers, seed=cfg.seed, batch_size=128,
+        max_acc_drop=cfg.max_acc_drop, kd_T=cfg.kd_T, no_test=cfg.no_test, space=cfg.space,
+        result_file=f"{stem}.json",
+        supervised=api.SupervisedConfig(epochs=a.supervised_epochs, steps_per_epoch=a.supervised_steps, **options))
+    run = api.run_supervised(job, teacher, data, space)
+    assert run.result is not None
+    history = work / "tri_ppo_int_codes" / f"{stem}.supervised.json"
+    (out / history.name).write_text(history.read_text())
+    return write_result(run.result, out / f"{stem}.json")
 
 
-def exact_mse_at(ref: dict[str, Any], seed: int, model: torch.nn.Module, data, base: list[str],
-                 path: Path) -> dict[str, Any]:
+def exact_mse_at(ref: dict[str, Any], cfg: api.SearchConfig, teacher: api.Teacher, data: api.Cifar10,
+                 space: api.SearchSpace, path: Path) -> dict[str, Any]:
     """The exact minimum-MSE maps with the tmax of another result (same calibration as the searches), one evaluation."""
-    args = build_parser().parse_args([*base, "--seed", str(seed)])
-    torch.manual_seed(seed)
-    space = build_space(model, data.train, args.calib_batches, args.batch_size,
-                        quant.activation_top_code(args.backend), seed=seed)
-    config = {layer: exact_mse_codes(space.histograms[layer].counts, c["tmax_code"])[0]
+    config = {layer: api.exact_mse_codes(space.histograms[layer].counts, c["tmax_code"])[0]
               for layer, c in ref["layers"].items()}
-    attention = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
-    evaluator = Evaluator(model, EpisodeBatches(model, data.train, args.batch_size, attention, seed=seed),
-                          T=args.kd_T, attention_weight=args.attention_weight)
-    top = TopK(1)
+    evaluator = api.make_evaluator(teacher, data, cfg)
+    top = api.TopK(1)
     score = evaluator.score(config, 0)
     top.add(config, score, 0)
-    t0 = time.time()
-    chosen = select_and_test(model, data, top, args.max_acc_drop)
-    result = result_json(args.model, args.backend, chosen, {
+    result = api.select_result(teacher, data, top, cfg.max_acc_drop, cfg.no_test, {
         "search": "exact-mse", "tmax_from": ref["search"], "student_evaluations": evaluator.evaluations,
-        "seed": seed, "best_reward": score.reward, "search_wall_time_s": 0.0,
-        "selection_wall_time_s": round(time.time() - t0, 1), "data": data.source})
-    write_json(result, path)
-    return result
+        "seed": cfg.seed, "best_reward": score.reward, "search_wall_time_s": 0.0, "data": data.source})
+    return write_result(result, path)
 
 
-def measure_speed(model: torch.nn.Module, data, base: list[str], n: int) -> None:
+def measure_speed(cfg: api.SearchConfig, teacher: api.Teacher, data: api.Cifar10, n: int) -> None:
     """Print student evaluations per second and the time of one validation evaluation (to size a budget)."""
-    args = build_parser().parse_args(base)
-    space = build_space(model, data.train, 4, args.batch_size, quant.activation_top_code(args.backend))
-    taps = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
-    evaluator = Evaluator(model, EpisodeBatches(model, data.train, args.batch_size, taps), T=args.kd_T,
-                          attention_weight=args.attention_weight)
+    space = api.build_space(teacher, data, cfg.space.replace(calib_batches=4), cfg.batch_size, cfg.seed)
+    evaluator = api.make_evaluator(teacher, data, cfg)
     gen = torch.Generator().manual_seed(0)
     evaluator.score(space.random_config(gen), 0)
     t0 = time.time()
@@ -173,11 +138,11 @@ def measure_speed(model: torch.nn.Module, data, base: list[str], n: int) -> None
         evaluator.score(space.random_config(gen), episode)
     rate = n / (time.time() - t0)
     t0 = time.time()
-    evaluate_student(model, space.random_config(gen), data.val)
+    api.evaluate_student(teacher.model, space.random_config(gen), data.val)
     val = time.time() - t0
-    print(f"{args.model}: {rate:.2f} student evaluations/s (batch {args.batch_size}); one validation evaluation "
-          f"({len(data.val)} images) {val:.1f}s; a run of budget B with top-k {args.top_k} takes about "
-          f"B/{rate:.1f} + {args.top_k + 12}*{val:.0f} s")
+    print(f"{cfg.model}: {rate:.2f} student evaluations/s (batch {cfg.batch_size}); one validation evaluation "
+          f"({len(data.val)} images) {val:.1f}s; a run of budget B with top-k {cfg.top_k} takes about "
+          f"B/{rate:.1f} + {cfg.top_k + 12}*{val:.0f} s")
 
 
 def mean_std(values: list[float]) -> str:
@@ -199,10 +164,11 @@ def summarise(model: str, results: dict[str, list[dict[str, Any]]], budget: int,
         rewards = [r["best_reward"] for r in runs if "best_reward" in r]
         cost = (f"{runs[0]['gradient_steps']} grad steps" if "gradient_steps" in runs[0]
                 else str(runs[0]["student_evaluations"]))
-        rows.append((statistics.mean(r["metrics"]["acc_drop"] for r in runs), [
+        tested = [r["metrics"]["acc_drop"] for r in runs if "metrics" in r]
+        rows.append((statistics.mean(tested) if tested else statistics.mean(r["validation"]["acc_drop"] for r in runs), [
             f"`{name}`", str(len(runs)), cost,
             mean_std([r["validation"]["acc_drop"] for r in runs]),
-            mean_std([r["metrics"]["acc_drop"] for r in runs]),
+            mean_std(tested) if len(tested) == len(runs) else "not evaluated",
             (f"{statistics.mean(rewards):.4f} ± {(statistics.stdev(rewards) if len(rewards) > 1 else 0):.4f}"
              if rewards else "n/a"),
             mean_std([100 * r["coverage"]["mapped_share"] for r in runs]),
@@ -215,7 +181,7 @@ def summarise(model: str, results: dict[str, list[dict[str, Any]]], budget: int,
              "lower is better)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(rows, key=lambda r: r[0])]
     text = "\n".join(lines) + "\n"
-    atomic_write_text(text, out / "table.md")
+    api.atomic_write_text(text, out / "table.md")
     return text
 
 
@@ -256,7 +222,7 @@ def main() -> None:
     p.add_argument("--model", default="lenet5")
     p.add_argument("--budget", type=int, default=1000, help="student evaluations per run (default 1000)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--strategies", nargs="+", default=list(api.STRATEGIES), choices=list(api.STRATEGIES))
     p.add_argument("--data-dir", default=None, help="CIFAR-10 (default: $TRISEG_DATA_DIR, else the tiny sample)")
     p.add_argument("--output-dir", default="outputs", help="where the INT8 model is (the zoo is the fallback)")
     p.add_argument("--out", default="results/compare", help="result folder (a <model>/ folder is made in it)")
@@ -278,19 +244,19 @@ def main() -> None:
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further train_ppo_triseg options for every run (e.g. --extra --batch-size 64)")
     a = p.parse_args()
-    base = ["train_ppo_triseg", "--model", a.model, "--output-dir", a.output_dir, "--workers", str(a.workers),
-            *(["--data-dir", a.data_dir] if a.data_dir else []), *a.extra]
-    args = build_parser().parse_args(base)
-    prepare(args)
-    model, args.backend, _ = load_student(args)
-    base += ["--backend", args.backend]
-    data = load_data(args)
+    base = api.parse_options(api.SearchConfig, [
+        "--model", a.model, "--output-dir", a.output_dir, "--workers", str(a.workers),
+        *(["--data-dir", a.data_dir] if a.data_dir else []), *a.extra], prog="--extra")
+    teacher = api.load_teacher(base.model, base.output_dir, base.engine, base.device, base.backend)
+    data = api.load_data(base)
     if a.speed:
-        return measure_speed(model, data, base, a.speed)
+        return measure_speed(base, teacher, data, a.speed)
     out = Path(a.out) / a.model
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in a.strategies}
     with tempfile.TemporaryDirectory(prefix="search_compare_") as work:
         for seed in a.seeds:
+            cfg = base.replace(seed=seed, episodes=a.budget)
+            space = None if a.report_only else api.build_space(teacher, data, cfg.space, cfg.batch_size, seed)
             for name in a.strategies:
                 path = out / f"{name}__seed{seed}.json"
                 if path.exists():
@@ -298,9 +264,9 @@ def main() -> None:
                 elif a.report_only:
                     continue
                 else:
-                    result = run_one(name, seed, model, data, base, a.budget, out, Path(work), a.points)
+                    result = run_one(cfg.replace(search=name), teacher, data, space, out, Path(work), a.points)
                 print(f"{a.model} {name} seed {seed}: val drop {result['validation']['acc_drop']:.2f} "
-                      f"test drop {result['metrics']['acc_drop']:.2f} best reward {result['best_reward']:.4f} "
+                      f"{test_text(result)} best reward {result['best_reward']:.4f} "
                       f"({result['search_wall_time_s']:.0f}s)", flush=True)
                 results[name].append(result)
             for variant, (name, _) in SUPERVISED.items():  # earlier supervised results are reported too
@@ -310,25 +276,28 @@ def main() -> None:
                 if not path.exists() and not wanted:
                     continue
                 result = (json.loads(path.read_text()) if path.exists()
-                          else run_supervised(variant, seed, a, out, Path(work)))
+                          else run_supervised(variant, cfg, teacher, data, space, a, out, Path(work)))
                 print(f"{a.model} {name} seed {seed}: val drop {result['validation']['acc_drop']:.2f} "
-                      f"test drop {result['metrics']['acc_drop']:.2f}", flush=True)
+                      f"{test_text(result)}", flush=True)
                 results.setdefault(name, []).append(result)
-        for ref_name in a.exact_mse_at:
-            for seed in a.seeds:
+            for ref_name in a.exact_mse_at:
                 ref_path = out / f"{ref_name}__seed{seed}.json"
                 path = out / f"exact-mse@{ref_name}-tmax__seed{seed}.json"
                 if not ref_path.exists() or (a.report_only and not path.exists()):
                     continue
                 result = (json.loads(path.read_text()) if path.exists()
-                          else exact_mse_at(json.loads(ref_path.read_text()), seed, model, data, base, path))
+                          else exact_mse_at(json.loads(ref_path.read_text()), cfg, teacher, data, space, path))
                 print(f"{a.model} exact-mse at {ref_name}'s tmax seed {seed}: val drop "
-                      f"{result['validation']['acc_drop']:.2f} test drop {result['metrics']['acc_drop']:.2f}",
-                      flush=True)
+                      f"{result['validation']['acc_drop']:.2f} {test_text(result)}", flush=True)
                 results.setdefault(f"exact-mse@{ref_name}-tmax", []).append(result)
     results = {name: runs for name, runs in results.items() if runs}
     print(summarise(a.model, results, a.budget, out))
     print(f"-> {out / 'table.md'}, {plot(a.model, results, a.budget, out)}")
+
+
+def test_text(result: dict[str, Any]) -> str:
+    """``test drop X`` or ``test not evaluated``."""
+    return f"test drop {result['metrics']['acc_drop']:.2f}" if "metrics" in result else "test not evaluated"
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import triseg.commands  # noqa: F401  (registers the modes before parametrize reads MODES)
-from triseg.cli import LSQ_MODES, MODES, legacy_main, main
+from triseg.cli import LSQ_MODES, legacy_main, main
+from triseg.cli.modes import all_modes
+from triseg.options import Options, flag
+
+MODES = all_modes()
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,11 +30,17 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_every_mode_has_help(mode, capsys):
+def test_every_mode_has_help_listing_every_option(mode, capsys):
     with pytest.raises(SystemExit) as ex:
         main([mode, "--help"])
     assert ex.value.code == 0
-    assert "--model" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    config = MODES[mode].config
+    for f in dataclasses.fields(config):
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        names = [g.name for g in dataclasses.fields(sub)] if isinstance(sub, Options) else [f.name]
+        for name in names:
+            assert flag(name) in shown, f"{mode} --help lacks {flag(name)}"
 
 
 @pytest.mark.parametrize("mode", LSQ_MODES)

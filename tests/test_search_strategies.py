@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import pickle
@@ -12,10 +11,12 @@ import torch
 
 from triseg.approx.calibrate import LayerHistogram
 from triseg.approx.config import LayerCodes, t1_range, t2_range, v1_range, v2_range, validate
-from triseg.cli import build_parser, main
+from triseg.cli import main
+from triseg.jobs import SearchConfig
 from triseg.search.base import Score
 from triseg.search.exact_mse import exact_mse_codes, squared_error
 from triseg.search.legal import decode, project
+from triseg.search.ppo import PPOConfig
 from triseg.search.registry import STRATEGIES, build_strategy
 from triseg.search.space import SearchSpace
 
@@ -75,9 +76,8 @@ def synthetic_space(seed: int = 0) -> SearchSpace:
     return SearchSpace(list(tmax), tmax, {}, torch.rand(4, 4, generator=gen), hists, 255)
 
 
-def args_for(name: str, seed: int = 0) -> argparse.Namespace:
-    return build_parser().parse_args(["train_ppo_triseg", "--search", name, "--seed", str(seed),
-                                      "--update-timestep", "10"])
+def args_for(name: str, seed: int = 0) -> SearchConfig:
+    return SearchConfig(search=name, seed=seed, ppo=PPOConfig(update_timestep=10))
 
 
 def fake_score(config: dict[str, LayerCodes], episode: int) -> Score:
@@ -100,17 +100,17 @@ def drive(strategy, start: int, stop: int) -> list[tuple]:
 def test_strategy_legal_seeded_and_resumable(name: str) -> None:
     assert name in STRATEGIES
     space = synthetic_space()
-    full = drive(build_strategy(name, space, args_for(name)), 0, 40)
+    full = drive(build_strategy(space, args_for(name)), 0, 40)
     for config in full:
         for layer, (t1, v1, t2, v2, tmax) in config:
             validate(layer, LayerCodes(t1, v1, t2, v2, tmax), 255)
-    assert drive(build_strategy(name, space, args_for(name)), 0, 40) == full
-    first = build_strategy(name, space, args_for(name))
+    assert drive(build_strategy(space, args_for(name)), 0, 40) == full
+    first = build_strategy(space, args_for(name))
     head = drive(first, 0, 25)
     buf = io.BytesIO()
     torch.save(first.state_dict(), buf)
     buf.seek(0)
-    resumed = build_strategy(name, space, args_for(name))
+    resumed = build_strategy(space, args_for(name))
     resumed.load_state_dict(torch.load(buf, weights_only=False))
     assert head + drive(resumed, 25, 40) == full
     if name not in ("exact-mse",):
@@ -120,8 +120,8 @@ def test_strategy_legal_seeded_and_resumable(name: str) -> None:
 @pytest.mark.parametrize("name", ["random", "tpe", "cmaes", "ppo"])
 def test_seed_changes_the_proposals(name: str) -> None:
     space = synthetic_space()
-    assert drive(build_strategy(name, space, args_for(name, 0)), 0, 15) != \
-        drive(build_strategy(name, space, args_for(name, 1)), 0, 15)
+    assert drive(build_strategy(space, args_for(name, 0)), 0, 15) != \
+        drive(build_strategy(space, args_for(name, 1)), 0, 15)
 
 
 def test_optimisers_improve_on_synthetic_reward() -> None:
@@ -129,7 +129,7 @@ def test_optimisers_improve_on_synthetic_reward() -> None:
     space = synthetic_space()
 
     def best(name: str) -> float:
-        s = build_strategy(name, space, args_for(name))
+        s = build_strategy(space, args_for(name))
         rewards = []
         for ep in range(150):
             config = s.ask(ep)
@@ -146,13 +146,13 @@ def test_optimisers_improve_on_synthetic_reward() -> None:
 def test_warm_start_concentrates_on_exact_mse() -> None:
     space = synthetic_space()
     args = args_for("ppo-warm")
-    s = build_strategy("ppo-warm", space, args)
-    assert s.start_prob >= args.warm_prob
-    exact = build_strategy("exact-mse", space, args_for("exact-mse")).ask(0)
+    s = build_strategy(space, args)
+    assert s.start_prob >= args.warm.warm_prob
+    exact = build_strategy(space, args_for("exact-mse")).ask(0)
     same = [getattr(s.ask(ep)[k], f) == getattr(exact[k], f) for ep in range(30) for k in exact
             for f in ("t1", "t2", "v1", "v2")]
-    assert sum(same) / len(same) > args.warm_prob - 0.15
-    plain = build_strategy("ppo", space, args_for("ppo"))
+    assert sum(same) / len(same) > args.warm.warm_prob - 0.15
+    plain = build_strategy(space, args_for("ppo"))
     assert sum(getattr(plain.ask(ep)[k], "v2") == exact[k].v2 for ep in range(30) for k in exact) < 30
 
 
@@ -171,4 +171,4 @@ def test_cli_search_exact_mse_and_unknown(tmp_path, capsys) -> None:
 def test_strategies_pickle() -> None:
     space = synthetic_space()
     for name in NAMES:
-        pickle.dumps(build_strategy(name, space, args_for(name)).state_dict())
+        pickle.dumps(build_strategy(space, args_for(name)).state_dict())

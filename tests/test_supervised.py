@@ -112,14 +112,14 @@ def test_mode_writes_a_legal_config_eval_accepts(tmp_path, capsys) -> None:
 
 def test_training_is_seeded_and_moves_codes(lenet_int8, sample) -> None:
     from triseg.search.space import build_space
-    from triseg.search.supervised import SupervisedSettings, train_supervised
+    from triseg.search.supervised import SupervisedConfig, train_supervised
 
     int8, _, _ = lenet_int8
     space = build_space(int8, sample.train, 2, 32, 255)
     sim = simulate(int8)
-    settings = SupervisedSettings(epochs=2, steps_per_epoch=3, batch_size=32, log_every=1, lr=0.5)
-    a = train_supervised(sim, space, sample.train, settings, teacher=int8)
-    b = train_supervised(sim, space, sample.train, settings, teacher=int8)
+    settings = SupervisedConfig(epochs=2, steps_per_epoch=3, log_every=1, lr=0.5)
+    a = train_supervised(sim, space, sample.train, settings, batch_size=32, teacher=int8)
+    b = train_supervised(sim, space, sample.train, settings, batch_size=32, teacher=int8)
     assert a.history == b.history and a.epoch_configs == b.epoch_configs and a.steps == 6
     first, last = a.history[0]["codes"], a.history[-1]["codes"]
     assert any(first[k] != last[k] for k in first)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -67,17 +68,26 @@ def save_stage(model: torch.nn.Module, output_dir: str | os.PathLike, name: str,
     return path
 
 
-def read_stage(output_dir: str | os.PathLike, name: str, stage: str) -> dict[str, Any]:
-    """The saved blob of one stage, from ``output_dir`` or else from the model zoo.
-
-    A one-line error names the command that makes a missing file.
-    """
+def stage_file(output_dir: str | os.PathLike, name: str, stage: str) -> Path:
+    """The file of one stage: in ``output_dir``, else in the model zoo (with a note), else a one-line error
+    naming the command that makes it."""
     path = stage_path(output_dir, name, stage)
-    if not path.exists() and stage_path(ZOO_DIR, name, stage).exists():
-        print(f"note: {path} not found, using the zoo's {stage_path(ZOO_DIR, name, stage)}", file=sys.stderr)
-        path = stage_path(ZOO_DIR, name, stage)
+    zoo = stage_path(ZOO_DIR, name, stage)
+    if not path.exists() and zoo.exists():
+        print(f"note: {path} not found, using the zoo's {zoo}", file=sys.stderr)
+        path = zoo
     if not path.exists():
         raise TrisegError(f"{path} not found: run {STAGES[stage][1]} first")
+    return path
+
+
+def read_stage(output_dir: str | os.PathLike, name: str, stage: str) -> dict[str, Any]:
+    """The saved blob of one stage (see :func:`stage_file` for where it is looked for)."""
+    return read_stage_file(stage_file(output_dir, name, stage), name, stage)
+
+
+def read_stage_file(path: Path, name: str, stage: str) -> dict[str, Any]:
+    """The blob in ``path``, checked to be the ``stage`` of model ``name``."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -85,6 +95,15 @@ def read_stage(output_dir: str | os.PathLike, name: str, stage: str) -> dict[str
     if not isinstance(blob, dict) or blob.get("model") != name or blob.get("stage") != stage:
         raise TrisegError(f"{path} does not hold the {stage} stage of {name}")
     return blob
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def prepare_for_qat(model: TapModel, backend: str) -> TapModel:
@@ -115,11 +134,17 @@ def load_qat(output_dir: str | os.PathLike, name: str) -> tuple[TapModel, str]:
 
 
 def load_int8(output_dir: str | os.PathLike, name: str, engine: str | None = None) -> tuple[TapModel, str]:
-    """The converted INT8 model (CPU, eval mode) packed for ``engine``, and its backend.
+    """The converted INT8 model (CPU, eval mode) packed for ``engine``, and its backend."""
+    model, backend, _ = load_int8_file(stage_file(output_dir, name, "int8"), name, engine)
+    return model, backend
+
+
+def load_int8_file(path: Path, name: str, engine: str | None = None) -> tuple[TapModel, str, Path]:
+    """The INT8 model in ``path`` packed for ``engine``, its backend and its path.
 
     ``engine`` defaults to :func:`triseg.quant.default_engine` of the file's backend.
     """
-    blob = read_stage(output_dir, name, "int8")
+    blob = read_stage_file(path, name, "int8")
     backend = blob["backend"]
     engine = engine or quant.default_engine(backend)
     quant.check_engine(backend, engine)
@@ -128,4 +153,4 @@ def load_int8(output_dir: str | os.PathLike, name: str, engine: str | None = Non
         skeleton(torch.zeros(1, 3, 32, 32))  # observers need one batch before convert builds modules
     model = quant.convert(skeleton, engine)
     model.load_state_dict(blob["state_dict"])
-    return model.eval(), backend
+    return model.eval(), backend, path

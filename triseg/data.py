@@ -61,13 +61,18 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
 
 def load_cifar10(
     data_dir: str | os.PathLike | None = None,
-    val_size: int = 5000,
+    val_size: int | None = None,
     download: bool = False,
     split_seed: int = 0,
 ) -> Cifar10:
-    """Load CIFAR-10 from any supported layout and carve a stratified validation split."""
+    """Load CIFAR-10 from any supported layout and carve a stratified validation split.
+
+    ``val_size`` defaults to 5,000 images, or 10 % of a smaller training split.
+    """
     path = resolve_data_dir(data_dir)
     (train_x, train_y), (test_x, test_y), classes = _load_raw(path, download)
+    if val_size is None:
+        val_size = min(5000, len(train_y) // 10)
     if not 0 <= val_size < len(train_y):
         raise TrisegError(f"--val-size {val_size} must be in [0, {len(train_y)}) for {path}")
     val_idx, train_idx = stratified_split(train_y, val_size, split_seed)

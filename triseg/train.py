@@ -16,23 +16,36 @@ from triseg import quant
 from triseg.artifacts import atomic_save
 from triseg.data import Cifar10, Split, batches, num_batches
 from triseg.errors import TrisegError
+from triseg.options import POSITIVE, Options, above, at_least, between, option
 from triseg.runlog import tensorboard_writer
 
 
+def _onecycle(cfg: "TrainConfig", opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    # warm up for a quarter of the steps, and at least two so that tiny smoke runs stay valid
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.25, 2 / total))
+
+
+def _cosine(cfg: "TrainConfig", opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+
+
+SCHEDULES = {"onecycle": _onecycle, "cosine": _cosine}
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(Options):
     """Hyperparameters of one training run (float or QAT)."""
 
-    epochs: int = 30
-    lr: float = 0.05
-    batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    schedule: str = "onecycle"
-    seed: int = 0
-    channels_last: bool = True
-    max_train_batches: int | None = None
+    epochs: int = option(30, "training epochs", check=POSITIVE)
+    lr: float = option(0.05, "peak learning rate", check=above(0))
+    batch_size: int = option(128, "batch size", check=POSITIVE)
+    momentum: float = option(0.9, "SGD momentum (Nesterov)", check=between(0, 1))
+    weight_decay: float = option(5e-4, "SGD weight decay", check=at_least(0))
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy", check=between(0, 1))
+    schedule: str = option("onecycle", "learning-rate schedule", choices=lambda: list(SCHEDULES))
+    seed: int = option(0, "random seed", check=at_least(0))
+    channels_last: bool = option(True, "channels_last memory format on the CPU")
+    max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
 
 
 def evaluate(model: nn.Module, split: Split, batch_size: int = 256, device: str = "cpu",
@@ -56,14 +69,7 @@ def predictions(model: nn.Module, split: Split, batch_size: int = 256, device: s
 
 
 def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    total = max(4, cfg.epochs * steps)
-    if cfg.schedule == "onecycle":
-        # warm up for a quarter of the steps, and at least two so that tiny smoke runs stay valid
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
-                                                   pct_start=max(0.25, 2 / total))
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    raise TrisegError(f"unknown schedule {cfg.schedule!r}; choose onecycle or cosine")
+    return SCHEDULES[cfg.schedule](cfg, opt, max(4, cfg.epochs * steps))
 
 
 EpochHook = Callable[[nn.Module, int], None]

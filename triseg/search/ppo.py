@@ -17,6 +17,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from triseg.approx.config import T1_MAX, T1_MIN, T1_TMAX_GAP, T2_T1_GAP, T2_TMAX_GAP, LayerCodes
+from triseg.options import POSITIVE, Options, above, at_least, between, option
 from triseg.search.base import Score
 from triseg.search.space import SearchSpace
 
@@ -25,17 +26,17 @@ HEADS = ("t1", "t2", "v1", "v2")
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(Options):
     """PPO hyperparameters (the original tool's defaults)."""
 
-    lr: float = 3e-4
-    gamma: float = 0.99
-    eps_clip: float = 0.2
-    k_epochs: int = 4
-    update_timestep: int = 50
-    value_coef: float = 0.5
-    entropy_coef: float = 0.01
-    hidden: int = 64
+    lr: float = option(3e-4, "Adam learning rate", check=above(0))
+    gamma: float = option(0.99, "discount (one-step episodes: no effect)", check=between(0, 1))
+    eps_clip: float = option(0.2, "clip range of the surrogate", check=above(0))
+    k_epochs: int = option(4, "PPO epochs per update", check=POSITIVE)
+    update_timestep: int = option(50, "episodes per PPO update", check=POSITIVE)
+    value_coef: float = option(0.5, "value-loss coefficient", check=at_least(0))
+    entropy_coef: float = option(0.01, "entropy coefficient", check=at_least(0))
+    hidden: int = option(64, "hidden units of the policy network", check=POSITIVE)
 
 
 class ActorCritic(nn.Module):

@@ -1,47 +1,55 @@
-"""Search strategies by name: each entry builds a strategy for a search space from the CLI options."""
+"""Search strategies by name: each entry builds a strategy for a search space from the job's typed settings."""
 
 from __future__ import annotations
 
-import argparse
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from triseg.errors import TrisegError
 from triseg.search.base import Strategy
 from triseg.search.exact_mse import ExactMSEStrategy
 from triseg.search.greedy import GreedyStrategy
 from triseg.search.optuna_search import OptunaStrategy
-from triseg.search.ppo import PPOConfig, PPOStrategy
+from triseg.search.ppo import PPOStrategy
 from triseg.search.random_search import RandomStrategy
 from triseg.search.space import SearchSpace
 from triseg.search.warm import WarmPPOStrategy
 
-Builder = Callable[[SearchSpace, argparse.Namespace], Strategy]
+if TYPE_CHECKING:
+    from triseg.jobs import SearchConfig
 
 
-def _ppo_config(args: argparse.Namespace) -> PPOConfig:
-    return PPOConfig(lr=args.lr, gamma=args.gamma, eps_clip=args.eps_clip, k_epochs=args.k_epochs,
-                     update_timestep=args.update_timestep, value_coef=args.value_coef,
-                     entropy_coef=args.entropy_coef)
+@dataclass(frozen=True)
+class StrategySpec:
+    """How to build a strategy, and how many evaluations it needs at most (None: the whole budget)."""
+
+    build: Callable[[SearchSpace, "SearchConfig"], Strategy]
+    help: str
+    max_evaluations: int | None = None
 
 
-def _ppo(space: SearchSpace, args: argparse.Namespace) -> Strategy:
-    return PPOStrategy(space, _ppo_config(args), seed=args.seed)
-
-
-STRATEGIES: dict[str, Builder] = {
-    "ppo": _ppo,
-    "random": lambda space, args: RandomStrategy(space, seed=args.seed),
-    "tpe": lambda space, args: OptunaStrategy(space, "tpe", seed=args.seed),
-    "cmaes": lambda space, args: OptunaStrategy(space, "cmaes", seed=args.seed),
-    "greedy": lambda space, args: GreedyStrategy(space),
-    "exact-mse": lambda space, args: ExactMSEStrategy(space),
-    "ppo-warm": lambda space, args: WarmPPOStrategy(space, _ppo_config(args), seed=args.seed,
-                                                    target_prob=args.warm_prob),
+STRATEGIES: dict[str, StrategySpec] = {
+    "ppo": StrategySpec(lambda space, cfg: PPOStrategy(space, cfg.ppo, seed=cfg.seed),
+                        "the original tool's PPO policy"),
+    "random": StrategySpec(lambda space, cfg: RandomStrategy(space, seed=cfg.seed), "independent legal configs"),
+    "tpe": StrategySpec(lambda space, cfg: OptunaStrategy(space, "tpe", seed=cfg.seed), "optuna's TPE"),
+    "cmaes": StrategySpec(lambda space, cfg: OptunaStrategy(space, "cmaes", seed=cfg.seed), "optuna's CMA-ES"),
+    "greedy": StrategySpec(lambda space, cfg: GreedyStrategy(space), "coordinate search from the exact-MSE maps"),
+    "exact-mse": StrategySpec(lambda space, cfg: ExactMSEStrategy(space),
+                              "the minimum-squared-error maps of the calibration histograms", max_evaluations=1),
+    "ppo-warm": StrategySpec(lambda space, cfg: WarmPPOStrategy(space, cfg.ppo, seed=cfg.seed,
+                                                                target_prob=cfg.warm.warm_prob),
+                             "PPO started at the exact-MSE maps"),
 }
 
 
-def build_strategy(name: str, space: SearchSpace, args: argparse.Namespace) -> Strategy:
-    """The strategy registered as ``name``; a one-line error lists the valid names."""
+def strategy_spec(name: str) -> StrategySpec:
+    """The entry registered as ``name``; a one-line error lists the valid names."""
     if name not in STRATEGIES:
         raise TrisegError(f"unknown search {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](space, args)
+    return STRATEGIES[name]
+
+
+def build_strategy(space: SearchSpace, cfg: "SearchConfig") -> Strategy:
+    """The strategy ``cfg.search`` for ``space``."""
+    return strategy_spec(cfg.search).build(space, cfg)

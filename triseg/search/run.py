@@ -1,24 +1,17 @@
-"""The search loop every strategy shares: ask, score, tell, keep the top-k, log, checkpoint and
-resume; then select on the validation split and evaluate the chosen config once on test."""
+"""The search loop every strategy shares: ask, score, tell, keep the top-k, log, checkpoint and resume."""
 
 from __future__ import annotations
 
 import random
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from triseg.approx.config import TrisegConfig
-from triseg.approx.student import Config, evaluate_student
 from triseg.artifacts import atomic_save
-from triseg.data import Cifar10
 from triseg.runlog import tensorboard_writer
 from triseg.search.base import Evaluator, Strategy, TopK
 
@@ -100,46 +93,3 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
             return SearchOutcome(top, history, time.time() - t0, finished=False)
     writer.close()
     return SearchOutcome(top, history, time.time() - t0, finished=True)
-
-
-def select_and_test(model: nn.Module, data: Cifar10, top: TopK, max_acc_drop: float,
-                    batch_size: int = 256) -> dict[str, Any]:
-    """Evaluate every top-k config on val, pick the most accurate within the drop limit, test it once."""
-    teacher_val = evaluate_student(model, {}, data.val, batch_size, coverage=False).accuracy
-    rows = []
-    for cand in tqdm(top.best(), desc="validate top-k", leave=False, mininterval=2.0):
-        ev = evaluate_student(model, cand.config, data.val, batch_size, coverage=False)
-        rows.append({"candidate": cand, "val_acc": ev.accuracy, "val_drop": teacher_val - ev.accuracy})
-    if not rows:
-        raise RuntimeError("the search produced no candidate configs")
-    within = [r for r in rows if r["val_drop"] <= max_acc_drop]
-    if within:
-        chosen = max(within, key=lambda r: (r["val_acc"], r["candidate"].reward))
-        selection = f"constrained-best (val drop={chosen['val_drop']:.2f}% <= {max_acc_drop}%)"
-    else:
-        chosen = max(rows, key=lambda r: (r["val_acc"], r["candidate"].reward))
-        selection = f"unconstrained-best (val drop={chosen['val_drop']:.2f}% > {max_acc_drop}%)"
-        warnings.warn(f"no top-k config stays within --max-acc-drop {max_acc_drop} on val; "
-                      f"reporting the most accurate one", stacklevel=1)
-    config: Config = chosen["candidate"].config
-    teacher_test = evaluate_student(model, {}, data.test, batch_size)
-    student_test = evaluate_student(model, config, data.test, batch_size)
-    return {
-        "config": config,
-        "selection": selection,
-        "metrics": {"acc_teacher": round(teacher_test.accuracy, 4), "acc_student": round(student_test.accuracy, 4),
-                    "acc_drop": round(teacher_test.accuracy - student_test.accuracy, 4)},
-        "validation": {"acc_teacher": teacher_val, "acc_student": chosen["val_acc"], "acc_drop": chosen["val_drop"],
-                       "candidates": [{"reward": r["candidate"].reward, "episode": r["candidate"].episode,
-                                       "val_acc": r["val_acc"], "val_drop": r["val_drop"]} for r in rows]},
-        "coverage": {"mapped_share": student_test.mapped_share, "layers": student_test.coverage},
-        "test_top1_agreement": 100.0 * student_test.predictions.eq(teacher_test.predictions).float().mean().item(),
-    }
-
-
-def result_json(model_name: str, backend: str, outcome: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """The result file: the original shape plus extra keys."""
-    cfg = TrisegConfig(model_name, backend, outcome["config"], {})
-    return {**cfg.to_json(), "selection": outcome["selection"], "metrics": outcome["metrics"],
-            "validation": outcome["validation"], "coverage": outcome["coverage"],
-            "test_top1_agreement_with_teacher": outcome["test_top1_agreement"], **extra}

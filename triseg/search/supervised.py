@@ -31,6 +31,7 @@ from triseg.approx.calibrate import code_stats
 from triseg.approx.config import MIN_TMAX, LayerCodes
 from triseg.approx.losses import kd_loss
 from triseg.data import Split, batches
+from triseg.options import POSITIVE, Options, above, at_least, between, option
 from triseg.recorder import Recorder, attach
 from triseg.search.legal import project
 from triseg.search.space import SearchSpace
@@ -142,22 +143,21 @@ class SoftMaps(nn.Module):
 
 
 @dataclass
-class SupervisedSettings:
+class SupervisedConfig(Options):
     """Optimisation settings (the original's: Adam, 3-5 epochs, beta annealed by 0.85 per epoch)."""
 
-    epochs: int = 5
-    lr: float = 0.05
-    alpha: float = 0.05
-    beta0: float = 1.0
-    beta_min: float = 0.2
-    beta_decay: float = 0.85
-    batch_size: int = 128
-    steps_per_epoch: int | None = None
-    kd_T: float = 2.0
-    round_grad: str = "ste"
-    tmax: str = "learn"
-    log_every: int = 20
-    seed: int = 0
+    epochs: int = option(5, "passes over the training split", check=POSITIVE)
+    steps_per_epoch: int | None = option(None, "cap on batches per epoch (default: all)", check=POSITIVE)
+    lr: float = option(0.05, "Adam learning rate, in codes", check=above(0))
+    alpha: float = option(0.05, "weight of the coverage term", check=at_least(0))
+    beta0: float = option(1.0, "initial gate temperature in codes", check=above(0))
+    beta_min: float = option(0.2, "floor of the temperature", check=above(0))
+    beta_decay: float = option(0.85, "temperature factor per epoch", check=between(0, 1, low_open=True))
+    round_grad: str = option("ste", "gradient of the simulation's rounding: straight-through or none (zero)",
+                             choices=("ste", "none"))
+    tmax: str = option("learn", "learn tmax from p90 (the original) or fix it at the search's rule",
+                       choices=("learn", "fixed"))
+    log_every: int = option(20, "log gradients and codes every N steps", check=POSITIVE)
 
 
 @dataclass
@@ -179,8 +179,8 @@ def initial_maps(space: SearchSpace, tmax: str = "learn") -> SoftMaps:
                      for layer in space.layers})
 
 
-def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: SupervisedSettings,
-                     writer=None, teacher: nn.Module | None = None) -> SupervisedOutcome:
+def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: SupervisedConfig, batch_size: int = 128,
+                     kd_T: float = 2.0, seed: int = 0, writer=None, teacher: nn.Module | None = None) -> SupervisedOutcome:
     """Learn the maps on ``sim`` (the INT8 model's integer simulation) against the unmapped model.
 
     ``teacher`` (default: ``sim`` without maps) gives the target logits; the INT8 model itself is faster.
@@ -188,16 +188,16 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
     teacher = sim if teacher is None else teacher
     maps = initial_maps(space, s.tmax)
     opt = torch.optim.Adam(maps.parameters(), lr=s.lr)
-    gen = torch.Generator().manual_seed(s.seed)
+    gen = torch.Generator().manual_seed(seed)
     recorder = maps.recorder(sim)
     out = SupervisedOutcome([])
-    per_epoch = len(train) // s.batch_size
+    per_epoch = len(train) // batch_size
     steps = per_epoch if s.steps_per_epoch is None else min(per_epoch, s.steps_per_epoch)
     bar = tqdm(total=s.epochs * steps, desc="supervised", mininterval=2.0, dynamic_ncols=True)
     prev = maps.config(space.top_code)
     for epoch in range(1, s.epochs + 1):
         maps.beta = max(s.beta_min, s.beta0 * s.beta_decay ** (epoch - 1))
-        for i, (x, _) in enumerate(batches(train, s.batch_size, shuffle=True, gen=gen, drop_last=True)):
+        for i, (x, _) in enumerate(batches(train, batch_size, shuffle=True, gen=gen, drop_last=True)):
             if i >= steps:
                 break
             with torch.no_grad():
@@ -211,7 +211,7 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
             else:
                 student = sim(x)
             attach(sim, None)
-            kd = kd_loss(student.float(), target.float(), s.kd_T)
+            kd = kd_loss(student.float(), target.float(), kd_T)
             cov = maps.take_coverage()
             loss = kd - s.alpha * cov
             opt.zero_grad()

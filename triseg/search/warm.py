@@ -7,13 +7,28 @@ and layer reaches ``target_prob``; then PPO runs unchanged from there with a fre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from triseg.options import Options, option
 from triseg.search.exact_mse import exact_mse_config
 from triseg.search.ppo import PPOConfig, PPOStrategy, evaluate_actions
 from triseg.search.space import SearchSpace
 
 MAX_CLONE_STEPS = 1000
+
+
+def _probability(v: object) -> str | None:
+    return None if isinstance(v, (int, float)) and 0 < v < 1 else "must be in (0, 1)"
+
+
+@dataclass
+class WarmConfig(Options):
+    """How strongly ppo-warm's initial policy prefers the exact-MSE codes."""
+
+    warm_prob: float = option(0.8, "ppo-warm: per-code probability of the exact-MSE codes at the start",
+                              check=_probability)
 
 
 class WarmPPOStrategy(PPOStrategy):

@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from triseg import artifacts
-from triseg.cli import mode
-from triseg.commands.common import prepare, write_json
+from triseg.artifacts import sha256
+from triseg.cli.common import prepare, write_json
+from triseg.cli.modes import Mode
 from triseg.errors import TrisegError
+from triseg.jobs import ZooAddConfig
 
 
-def _zoo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--zoo-dir", default=str(artifacts.ZOO_DIR), help="zoo folder (default: zoo/ in the repo)")
-    p.add_argument("--command", action="append", default=[], help="a command that produced the files (repeatable)")
-
-
-def sha256(path: Path) -> str:
-    """Hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@mode("zoo_add", "copy {model}_float/qat/int8 files from --output-dir into the zoo and update its manifest",
-      _zoo_args)
-def zoo_add(args: argparse.Namespace) -> None:
+def zoo_add(args: ZooAddConfig) -> None:
     prepare(args)
-    zoo = Path(args.zoo_dir)
+    zoo = Path(args.zoo_dir or artifacts.ZOO_DIR)
     eval_file = Path(args.output_dir) / f"{args.model}_int8_eval.json"
     if not eval_file.exists():
         raise TrisegError(f"{eval_file} not found: run eval_int8 first")
@@ -62,3 +46,9 @@ def zoo_add(args: argparse.Namespace) -> None:
     write_json(dict(sorted(manifest.items())), manifest_path)
     print(f"{args.model} -> {zoo} (float {manifest[args.model]['acc_float_test']}%, "
           f"INT8 {manifest[args.model]['acc_int8_test']}%)")
+
+
+MODES = [
+    Mode("zoo_add", "copy {model}_float/qat/int8 files from --output-dir into the zoo and update its manifest",
+         ZooAddConfig, zoo_add),
+]

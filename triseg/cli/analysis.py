@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -14,56 +13,15 @@ from triseg.analysis.stats import PERCENTILES, code_percentiles, weight_stats
 from triseg.approx.calibrate import collect_histograms
 from triseg.approx.config import config_path
 from triseg.artifacts import atomic_write_text
-from triseg.cli import Adder, mode
-from triseg.commands.common import backend, load_data, prepare, write_json
-from triseg.commands.search import checked_config, load_student
+from triseg.cli.common import backend, load_data, prepare, write_json
+from triseg.cli.modes import Mode
 from triseg.data import Cifar10, Split, normalize
 from triseg.errors import TrisegError
+from triseg.jobs import (DumpConfig, ModelOptions, PercentilesConfig, ReportConfig, SampleOptions, SensitivityConfig,
+                         VarianceConfig)
 from triseg.models.base import TapModel
 from triseg.report.build import ReportInputs, build_report
-
-
-def _sample_args(split: str, num_batches: int, batch_size: int) -> Adder:
-    """Options of the modes that run batches of one split: --split, --num-batches and a --batch-size default."""
-
-    def add(p: argparse.ArgumentParser) -> None:
-        p.set_defaults(batch_size=batch_size)
-        p.add_argument("--split", default=split, choices=("train", "val", "test"),
-                       help=f"images to run (default {split}); batches are drawn in the seeded shuffled order")
-        p.add_argument("--num-batches", type=int, default=num_batches,
-                       help=f"batches of --batch-size images (default {num_batches}; fewer if the split is small)")
-    return add
-
-
-def _stage_args(p: argparse.ArgumentParser) -> None:
-    _sample_args("val", 16, 128)(p)
-    p.add_argument("--stage", default="int8", choices=("float", "int8"),
-                   help="model to analyse: float or int8 (default; dequantized weights and activations)")
-
-
-def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.set_defaults(batch_size=256)
-    p.add_argument("--config-path", required=True, help="result JSON of a search")
-    p.add_argument("--split", default="val", choices=("val", "test"),
-                   help="split to evaluate on (default val; selection decisions must not use test)")
-    p.add_argument("--max-images", type=int, default=None, help="use only the first N images of the split")
-
-
-def _report_args(p: argparse.ArgumentParser) -> None:
-    _eval_args(p)
-    p.add_argument("--run-dir", default=None,
-                   help="the search's --output-dir (history JSON, checkpoints/); default: the folder above the "
-                        "config's tri_ppo_int_codes/")
-    p.add_argument("--hist-batches", type=int, default=8, help="batches for the code histograms (default 8)")
-    p.add_argument("--sensitivity-file", default=None,
-                   help="reuse an analyze_sensitivity JSON instead of recomputing the sensitivity")
-    p.add_argument("--report-file", default=None, help="HTML file name (default <config stem>.html)")
-
-
-def _positive(**values: int | None) -> None:
-    for name, value in values.items():
-        if value is not None and value < 1:
-            raise TrisegError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+from triseg.search.job import teacher_for
 
 
 def _split(data: Cifar10, name: str, max_images: int | None = None) -> Split:
@@ -73,23 +31,21 @@ def _split(data: Cifar10, name: str, max_images: int | None = None) -> Split:
     return split
 
 
-def _load_stage(args: argparse.Namespace, stage: str) -> tuple[TapModel, str | None]:
+def _load_stage(args: SampleOptions, stage: str) -> tuple[TapModel, str | None]:
     """The float or INT8 model in eval mode; the INT8 backend engine is set."""
     if stage == "float":
         return artifacts.load_float(args.output_dir, args.model), None
-    model, be = artifacts.load_int8(args.output_dir, args.model)
-    backend(args, be)
-    quant.set_engine(be)
+    model, be = artifacts.load_int8(args.output_dir, args.model, args.engine)
+    backend(args.backend, be)
     return model, be
 
 
-def _analysis_dir(args: argparse.Namespace, stage: str) -> Path:
+def _analysis_dir(args: ModelOptions, stage: str) -> Path:
     return Path(args.output_dir) / "analysis" / f"{args.model}_{stage}"
 
 
-def _dump(args: argparse.Namespace, stage: str) -> None:
+def _dump(args: DumpConfig, stage: str) -> None:
     prepare(args)
-    _positive(num_batches=args.num_batches)
     model, be = _load_stage(args, stage)
     data = load_data(args)
     split = _split(data, args.split)
@@ -112,23 +68,16 @@ def _dump(args: argparse.Namespace, stage: str) -> None:
           f"in {len(files)} files -> {path}")
 
 
-@mode("dump_acts_float", "save float activations at every tap -> activations/<model>_float/*.npz + manifest.json",
-      _sample_args("val", 1, 128))
-def dump_acts_float(args: argparse.Namespace) -> None:
+def dump_acts_float(args: DumpConfig) -> None:
     _dump(args, "float")
 
 
-@mode("dump_acts_int8", "save INT8 codes, scale and zero point at every tap -> activations/<model>_int8/",
-      _sample_args("val", 1, 128))
-def dump_acts_int8(args: argparse.Namespace) -> None:
+def dump_acts_int8(args: DumpConfig) -> None:
     _dump(args, "int8")
 
 
-@mode("analyze_variance", "weight and activation mean/std/variance/min/max/zero share per layer "
-      "-> analysis/<model>_<stage>/{weight,activation}_variance.json", _stage_args)
-def analyze_variance(args: argparse.Namespace) -> None:
+def analyze_variance(args: VarianceConfig) -> None:
     prepare(args)
-    _positive(num_batches=args.num_batches)
     model, be = _load_stage(args, args.stage)
     data = load_data(args)
     split = _split(data, args.split)
@@ -149,12 +98,8 @@ def analyze_variance(args: argparse.Namespace) -> None:
     print(f"-> {wpath}, {apath}")
 
 
-@mode("collect_percentiles", "per-layer percentiles of the non-zero INT8 codes and the p90 + 10 tmax "
-      "-> analysis/<model>_int8/percentiles.json (defaults match the search's calibration)",
-      _sample_args("train", 16, 32))
-def collect_percentiles(args: argparse.Namespace) -> None:
+def collect_percentiles(args: PercentilesConfig) -> None:
     prepare(args)
-    _positive(num_batches=args.num_batches)
     model, be = _load_stage(args, "int8")
     data = load_data(args)
     split = _split(data, args.split)
@@ -175,13 +120,11 @@ def collect_percentiles(args: argparse.Namespace) -> None:
     print(f"-> {path}")
 
 
-@mode("analyze_sensitivity", "per layer, the drop with only that layer approximated and with all but it, "
-      "ranked by harm -> analysis/<model>_int8/sensitivity_<config>_<split>.json", _eval_args)
-def analyze_sensitivity(args: argparse.Namespace) -> None:
+def analyze_sensitivity(args: SensitivityConfig) -> None:
     prepare(args)
-    _positive(max_images=args.max_images)
-    model, be, _ = load_student(args)
-    cfg = checked_config(args.config_path, args.model, be)
+    teacher = teacher_for(args)
+    model, be = teacher.model, teacher.backend
+    cfg = teacher.load_config(args.config_path)
     split = _split(load_data(args), args.split, args.max_images)
     sens = layer_sensitivity(model, cfg.layers, split, args.batch_size)
     stem = config_path(args.config_path).stem
@@ -210,15 +153,14 @@ def _read_sensitivity(path: str, model: str, layers: list[str]) -> dict[str, Any
     return sens
 
 
-@mode("report", "one self-contained HTML report of a search result -> reports/<config stem>.html", _report_args)
-def report(args: argparse.Namespace) -> None:
+def report(args: ReportConfig) -> None:
     prepare(args)
-    _positive(max_images=args.max_images, hist_batches=args.hist_batches)
     cfile = config_path(args.config_path)
     if args.run_dir is not None and not Path(args.run_dir).is_dir():
         raise TrisegError(f"--run-dir {args.run_dir} is not a folder")
-    model, be, _ = load_student(args)
-    cfg = checked_config(args.config_path, args.model, be)
+    teacher = teacher_for(args)
+    model = teacher.model
+    cfg = teacher.load_config(args.config_path)
     result = json.loads(cfile.read_text())
     sens = None if args.sensitivity_file is None else _read_sensitivity(args.sensitivity_file, args.model,
                                                                         list(cfg.layers))
@@ -234,3 +176,21 @@ def report(args: argparse.Namespace) -> None:
     html = build_report(inputs, out_dir / f"{Path(name).stem}_figures")
     atomic_write_text(html, out_dir / name)
     print(f"report of {cfile} ({len(cfg.layers)} layers, {len(split)} {args.split} images) -> {out_dir / name}")
+
+
+MODES = [
+    Mode("dump_acts_float", "save float activations at every tap -> activations/<model>_float/*.npz + manifest.json",
+         DumpConfig, dump_acts_float),
+    Mode("dump_acts_int8", "save INT8 codes, scale and zero point at every tap -> activations/<model>_int8/",
+         DumpConfig, dump_acts_int8),
+    Mode("analyze_variance", "weight and activation mean/std/variance/min/max/zero share per layer "
+         "-> analysis/<model>_<stage>/{weight,activation}_variance.json", VarianceConfig, analyze_variance),
+    Mode("collect_percentiles", "per-layer percentiles of the non-zero INT8 codes and the p90 + 10 tmax "
+         "-> analysis/<model>_int8/percentiles.json (defaults match the search's calibration)", PercentilesConfig,
+         collect_percentiles),
+    Mode("analyze_sensitivity", "per layer, the drop with only that layer approximated and with all but it, "
+         "ranked by harm -> analysis/<model>_int8/sensitivity_<config>_<split>.json", SensitivityConfig,
+         analyze_sensitivity),
+    Mode("report", "one self-contained HTML report of a search result -> reports/<config stem>.html", ReportConfig,
+         report),
+]

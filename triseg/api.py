@@ -1,0 +1,47 @@
+"""The public Python API: what the CLI modes, the benchmarks and notebooks call.
+
+    from triseg import api
+
+    cfg = api.SearchConfig(model="lenet5", search="cmaes", episodes=200, no_test=True,
+                           space=api.SpaceOptions(tmax_percentile=30))
+    teacher = api.load_teacher("lenet5")             # outputs/, else the zoo
+    data = api.load_data(cfg)                        # --data-dir / $TRISEG_DATA_DIR / the shipped sample
+    space = api.build_space(teacher, data, cfg.space, cfg.batch_size, cfg.seed)
+    run = api.run_search(cfg, teacher, data, space)  # selected on validation, test never opened
+    print(run.result.val_drop, run.result.config)
+    api.evaluate_test(run.result, teacher, data)     # the one explicit test evaluation
+    run.result.write("lenet5_cmaes.json")
+
+Every settings object is a checked dataclass (:mod:`triseg.jobs`): an illegal value raises
+:class:`triseg.errors.TrisegError` with the same one-line message the CLI prints.
+"""
+
+from triseg.approx.config import LayerCodes, TrisegConfig, load_config
+from triseg.approx.intsim import simulate
+from triseg.approx.student import Config, StudentEval, evaluate_student, install
+from triseg.artifacts import atomic_write_text
+from triseg.cli.parser import parse_options
+from triseg.data import Cifar10, Split, batches, load_cifar10
+from triseg.errors import TrisegError
+from triseg.jobs import FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
+from triseg.search.base import Evaluator, Score, Strategy, TopK
+from triseg.search.exact_mse import exact_mse_codes
+from triseg.search.job import (SearchRun, build_space, evaluate_test, final_test, load_data, make_evaluator,
+                               run_search, run_supervised, select_result)
+from triseg.recorder import attach
+from triseg.search.ppo import PPOConfig
+from triseg.search.registry import STRATEGIES
+from triseg.search.result import RunPaths, SearchResult, TestMetrics, Validation
+from triseg.search.space import SearchSpace
+from triseg.search.supervised import SupervisedConfig
+from triseg.search.warm import WarmConfig
+from triseg.teacher import Teacher, load_teacher
+
+__all__ = [
+    "Cifar10", "Config", "Evaluator", "FinalTestConfig", "Score", "Strategy", "TopK", "exact_mse_codes",
+    "parse_options", "select_result", "atomic_write_text", "attach", "batches", "install", "simulate", "LayerCodes", "PPOConfig", "RunPaths", "STRATEGIES", "SearchConfig",
+    "SearchResult", "SearchRun", "SearchSpace", "SpaceOptions", "Split", "StudentEval", "SupervisedConfig",
+    "SupervisedJobConfig", "Teacher", "TestMetrics", "TrisegConfig", "TrisegError", "Validation", "WarmConfig",
+    "build_space", "evaluate_student", "evaluate_test", "final_test", "load_cifar10", "load_config", "load_data",
+    "load_teacher", "make_evaluator", "run_search", "run_supervised",
+]

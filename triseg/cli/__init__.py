@@ -1,0 +1,87 @@
+"""The ``triseg`` command and ``python main.py --mode MODE``: the only place that parses arguments.
+
+Each mode's options are generated from its settings dataclass (:mod:`triseg.jobs`); the mode's
+function receives that dataclass, never an ``argparse.Namespace``. A :class:`TrisegError` anywhere
+below becomes one ``error:`` line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from triseg.cli.modes import Mode, all_modes
+from triseg.cli.parser import OneLineParser, add_options, build_options
+from triseg.errors import TrisegError
+
+LSQ_MODES = ("lsq-train", "lsq-qat", "lsq-infer")
+
+
+def build_parser(prog: str = "triseg") -> argparse.ArgumentParser:
+    """The full parser with one subcommand per mode."""
+    parser = OneLineParser(prog=prog, description="Tri-segment INT8 activation approximation and LSQ QAT.")
+    subs = parser.add_subparsers(dest="mode", metavar="MODE", parser_class=OneLineParser)
+    for m in all_modes().values():
+        sp = subs.add_parser(m.name, help=m.help, description=m.help)
+        add_options(sp, m.config)
+        sp.set_defaults(mode_entry=m)
+    from triseg.lsq.cli import add_subcommands as add_lsq_subcommands
+
+    add_lsq_subcommands(subs)  # lsq-train, lsq-qat, lsq-infer bring their own options
+    return parser
+
+
+def one_line_warning(message: Warning | str, category: type[Warning], *_: object) -> str:
+    """Show a warning to a CLI user as one line, without the source line behind it."""
+    return f"warning: {message}\n"
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse, build the mode's settings, run; a TrisegError becomes one line on stderr and exit code 2."""
+    warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
+    warnings.formatwarning = one_line_warning
+    args = parser.parse_args(argv)
+    entry: Mode | None = getattr(args, "mode_entry", None)
+    legacy = getattr(args, "func", None)
+    if entry is None and legacy is None:
+        parser.print_help()
+        return 2
+    try:
+        if entry is not None:
+            entry.run(build_options(entry.config, args))
+        else:
+            legacy(args)
+    except TrisegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``triseg`` console script."""
+    return run(build_parser(), argv)
+
+
+def legacy_main(argv: list[str] | None = None) -> int:
+    """``python main.py --mode MODE [options]``: the original tool's interface."""
+    modes = all_modes()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = OneLineParser(prog="main.py", add_help=False)
+    pre.add_argument("--mode")
+    known, rest = pre.parse_known_args(argv)
+    if known.mode is None:
+        if "-h" in rest or "--help" in rest:
+            print("usage: python main.py --mode MODE [options]\nmodes: " + ", ".join([*modes, *LSQ_MODES]))
+            print("python main.py --mode MODE --help shows the options of one mode")
+            return 0
+        print(f"main.py: error: --mode is required; choose one of {', '.join([*modes, *LSQ_MODES])}", file=sys.stderr)
+        return 2
+    if known.mode not in modes and known.mode not in LSQ_MODES:
+        print(f"main.py: error: unknown mode {known.mode!r}; choose one of {', '.join([*modes, *LSQ_MODES])}",
+              file=sys.stderr)
+        return 2
+    return run(build_parser(prog="main.py"), [known.mode, *rest])

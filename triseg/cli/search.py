@@ -1,0 +1,67 @@
+"""Modes of the tri-segment search: search / train_ppo_triseg, eval_ppo_int8 and final_test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from triseg.approx.config import config_path
+from triseg.approx.student import evaluate_student
+from triseg.cli.common import load_data, prepare, write_json
+from triseg.cli.modes import Mode
+from triseg.jobs import EvalConfig, FinalTestConfig, SearchConfig
+from triseg.search.job import SearchRun, final_test, run_search, teacher_for
+from triseg.search.result import RESULT_DIR
+
+
+def report_run(run: SearchRun) -> None:
+    """Print the outcome of a search job (or how to continue one that stopped early)."""
+    for layer, reason in (run.result.settings.get("skipped_layers", {}) if run.result else {}).items():
+        print(f"note: layer {layer} left unapproximated: {reason}", file=sys.stderr)
+    if run.result is None:
+        print(f"stopped after {run.episodes_done} episodes; rerun with --resume to continue ({run.paths.checkpoint})")
+        return
+    print(f"{run.result.summary()} -> {run.paths.result}")
+
+
+def search(cfg: SearchConfig) -> None:
+    report_run(run_search(cfg))
+
+
+def eval_ppo_int8(cfg: EvalConfig) -> None:
+    prepare(cfg)
+    teacher = teacher_for(cfg)
+    tcfg = teacher.load_config(cfg.config_path)
+    data = load_data(cfg)
+    model, be = teacher.model, teacher.backend
+    t = evaluate_student(model, {}, data.test, cfg.batch_size)
+    s = evaluate_student(model, tcfg.layers, data.test, cfg.batch_size)
+    drop = t.accuracy - s.accuracy
+    print(f"{cfg.model} ({be}) on {len(data.test)} test images: teacher {t.accuracy:.2f}% "
+          f"student {s.accuracy:.2f}% drop {drop:.2f} points")
+    print(f"{'layer':<14}{'t1':>4}{'v1':>4}{'t2':>4}{'v2':>4}{'tmax':>5}{'changed':>9}{'zeroed':>8}")
+    for layer, c in tcfg.layers.items():
+        cov = s.coverage[layer]
+        print(f"{layer:<14}{c.t1:>4}{c.v1:>4}{c.t2:>4}{c.v2:>4}{c.tmax:>5}"
+              f"{cov['changed_share']:>9.3f}{cov['zeroed_share']:>8.3f}")
+    out = Path(cfg.output_dir) / RESULT_DIR / f"{config_path(cfg.config_path).stem}.eval.json"
+    write_json({"model": cfg.model, "backend": be, "config": cfg.config_path, "images": len(data.test),
+                "acc_teacher": t.accuracy, "acc_student": s.accuracy, "acc_drop": drop,
+                "coverage": s.coverage, "mapped_share": s.mapped_share}, out)
+    print(f"-> {out}")
+
+
+def final_test_mode(cfg: FinalTestConfig) -> None:
+    result = final_test(cfg)
+    print(f"{result.summary()} -> {config_path(cfg.config_path)}")
+
+
+SEARCH_HELP = "search tri-segment maps (PPO by default) -> tri_ppo_int_codes/<result-file>"
+MODES = [
+    Mode("train_ppo_triseg", SEARCH_HELP, SearchConfig, search),
+    Mode("search", "alias of train_ppo_triseg", SearchConfig, search),
+    Mode("eval_ppo_int8", "test accuracy of the INT8 model with a config's maps, and per-layer coverage", EvalConfig,
+         eval_ppo_int8),
+    Mode("final_test", "evaluate a result selected with --no-test once on the test split (written in place)",
+         FinalTestConfig, final_test_mode),
+]

@@ -1,0 +1,263 @@
+"""One typed settings dataclass per job. The CLI generates its options from these; the API takes them.
+
+Small option groups (model and folders, data, seed, batch size, backend, ...) are mixed into each
+job's dataclass, so a mode offers exactly the options it uses and every option has one definition:
+its default, help and legal range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from triseg.approx.calibrate import TMAX_MARGIN, TMAX_PERCENTILE
+from triseg.options import (NON_NEGATIVE, POSITIVE, Options, above, at_least, between, not_empty, option,
+                            plain_file_name)
+from triseg.quant import BACKENDS
+from triseg.search.ppo import PPOConfig
+from triseg.search.supervised import SupervisedConfig
+from triseg.search.warm import WarmConfig
+
+SPLITS = ("train", "val", "test")
+
+
+def _model_names() -> list[str]:
+    from triseg.models import MODELS
+
+    return list(MODELS)
+
+
+def _strategy_names() -> list[str]:
+    from triseg.search.registry import STRATEGIES
+
+    return list(STRATEGIES)
+
+
+@dataclass
+class ModelOptions(Options):
+    """Which model, where its files live, how many CPU threads."""
+
+    model: str = option("vgg16", "model name (see `triseg models`)", choices=_model_names)
+    output_dir: str = option("outputs", "where model files and results go", check=not_empty)
+    workers: int | None = option(None, "CPU threads for tensor math (default: all cores)", check=POSITIVE)
+
+
+@dataclass
+class DataOptions(Options):
+    """Where CIFAR-10 is and how much of train becomes the validation split."""
+
+    data_dir: str | None = option(None, "CIFAR-10: cifar-10-batches-py folder, ImageFolder tree or .tar(.gz) of "
+                                        "one; default $TRISEG_DATA_DIR, else the tiny sample shipped with triseg")
+    download: bool = option(False, "download CIFAR-10 into --data-dir when missing")
+    val_size: int | None = option(None, "validation images carved from train (default 5000, or 10% of a smaller "
+                                        "train split)", check=POSITIVE)
+
+
+@dataclass
+class SeedOptions(Options):
+    """The random seed."""
+
+    seed: int = option(0, "random seed", check=NON_NEGATIVE)
+
+
+@dataclass
+class BatchOptions(Options):
+    """Images per batch."""
+
+    batch_size: int = option(128, "batch size", check=POSITIVE)
+
+
+@dataclass
+class BackendOptions(Options):
+    """The quantized backend a model is made for, and the kernels it runs on."""
+
+    backend: str | None = option(None, "quantized backend (default fbgemm; a model file's own backend wins)",
+                                 choices=BACKENDS)
+    engine: str | None = option(None, "INT8 kernels (default x86 for fbgemm/x86 models, else qnnpack)",
+                                choices=BACKENDS)
+
+
+@dataclass
+class DeviceOptions(Options):
+    """Where training and searching run."""
+
+    device: str = option("auto", "auto, cpu or cuda (INT8 kernels always run on the CPU)",
+                         choices=("auto", "cpu", "cuda"))
+
+
+@dataclass
+class ResumeOptions(Options):
+    """Continuing an interrupted run."""
+
+    resume: bool = option(False, "continue an interrupted run from its checkpoint")
+
+
+@dataclass
+class SpaceOptions(Options):
+    """Calibration: the histograms and the tmax rule of every search."""
+
+    calib_batches: int = option(16, "training batches for the histograms", check=POSITIVE)
+    tmax_percentile: float = option(TMAX_PERCENTILE, "tmax = this percentile of the non-zero codes + --tmax-margin",
+                                    check=between(0, 100, low_open=True))
+    tmax_margin: int = option(TMAX_MARGIN, "added to the percentile for tmax", check=between(-255, 255))
+
+
+@dataclass
+class ModelsConfig(Options):
+    """``models``: no options."""
+
+
+@dataclass
+class TrainFloatConfig(ModelOptions, DataOptions, SeedOptions, BatchOptions, DeviceOptions, ResumeOptions):
+    """``train_float``: float training."""
+
+    epochs: int = option(30, "training epochs", check=POSITIVE)
+    lr: float = option(0.05, "peak learning rate of the schedule", check=above(0))
+    schedule: str = option("onecycle", "learning-rate schedule", choices=("onecycle", "cosine"))
+    weight_decay: float = option(5e-4, "SGD weight decay", check=at_least(0))
+    max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
+
+
+@dataclass
+class TrainQATConfig(ModelOptions, DataOptions, SeedOptions, BatchOptions, DeviceOptions, ResumeOptions):
+    """``train_qat``: quantization-aware fine-tuning of the float model."""
+
+    backend: str | None = option(None, "quantized backend (default fbgemm)", choices=BACKENDS)
+    qat_epochs: int = option(10, "QAT fine-tuning epochs", check=POSITIVE)
+    qat_lr: float = option(0.001, "QAT peak learning rate", check=above(0))
+    freeze_bn_epoch: int | None = option(None, "epoch (0-based) from which BN statistics are frozen "
+                                               "(default half of --qat-epochs)", check=NON_NEGATIVE)
+    freeze_observer_epoch: int | None = option(None, "epoch (0-based) from which observers are frozen "
+                                                     "(default 70% of --qat-epochs)", check=NON_NEGATIVE)
+    max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
+
+
+@dataclass
+class ExportInt8Config(ModelOptions):
+    """``export_int8``: convert the QAT model."""
+
+    backend: str | None = option(None, "must match the QAT model's backend when given", choices=BACKENDS)
+
+
+@dataclass
+class EvalInt8Config(ModelOptions, DataOptions, BatchOptions, BackendOptions):
+    """``eval_int8``: INT8 test accuracy and agreement with the QAT model."""
+
+
+@dataclass
+class StudentOptions(ModelOptions, DataOptions, SeedOptions, BackendOptions, DeviceOptions):
+    """What every mode that runs the INT8 student needs."""
+
+
+@dataclass
+class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
+    """``search`` / ``train_ppo_triseg``: one search job (calibrate, search, select on val, test once)."""
+
+    batch_size: int = option(32, "images per episode batch", check=POSITIVE)
+    search: str = option("ppo", "search strategy", choices=_strategy_names)
+    episodes: int = option(500, "student evaluations (the budget)", check=POSITIVE)
+    result_file: str = option("result.json", "name of the result JSON under <output-dir>/tri_ppo_int_codes/",
+                              check=plain_file_name)
+    max_acc_drop: float = option(2.0, "accuracy drop limit in points", check=at_least(0))
+    kd_T: float = option(2.0, "KD temperature", check=above(0))
+    attention_weight: float = option(100.0, "weight of the attention-transfer term", check=at_least(0))
+    top_k: int = option(30, "configs kept for the validation pass", check=POSITIVE)
+    eval_every: int = option(100, "log codes every N episodes", check=POSITIVE)
+    checkpoint_every: int = option(100, "checkpoint every N episodes", check=POSITIVE)
+    stop_after: int | None = option(None, "stop (resumably) after N episodes", check=POSITIVE)
+    no_test: bool = option(False, "select on validation and never open the test split (run final_test later)")
+    space: SpaceOptions = option(help="calibration", default_factory=SpaceOptions)
+    ppo: PPOConfig = option(help="PPO (ppo, ppo-warm)", default_factory=PPOConfig)
+    warm: WarmConfig = option(help="warm start (ppo-warm)", default_factory=WarmConfig)
+
+
+@dataclass
+class SupervisedJobConfig(StudentOptions, BatchOptions):
+    """``train_supervised_triseg``: the gradient-based method, selected and tested like a search."""
+
+    result_file: str = option("supervised.json", "name of the result JSON under <output-dir>/tri_ppo_int_codes/",
+                              check=plain_file_name)
+    max_acc_drop: float = option(2.0, "accuracy drop limit in points", check=at_least(0))
+    kd_T: float = option(2.0, "KD temperature", check=above(0))
+    no_test: bool = option(False, "select on validation and never open the test split (run final_test later)")
+    space: SpaceOptions = option(help="calibration", default_factory=SpaceOptions)
+    supervised: SupervisedConfig = option(help="gradient descent on the maps", default_factory=SupervisedConfig)
+
+
+@dataclass
+class ConfigPathOptions(Options):
+    """A search's result JSON."""
+
+    config_path: str = option("", "result JSON of a search (Windows paths accepted)", check=not_empty)
+
+
+@dataclass
+class EvalConfig(StudentOptions, BatchOptions, ConfigPathOptions):
+    """``eval_ppo_int8``: test accuracy of a config and its per-layer coverage."""
+
+    batch_size: int = option(256, "batch size", check=POSITIVE)
+
+
+@dataclass
+class FinalTestConfig(StudentOptions, BatchOptions, ConfigPathOptions):
+    """``final_test``: evaluate a result selected on validation once on the test split, in place."""
+
+    batch_size: int = option(256, "batch size", check=POSITIVE)
+
+
+@dataclass
+class ZooAddConfig(ModelOptions):
+    """``zoo_add``: copy a model's stages into the zoo."""
+
+    zoo_dir: str = option("", "zoo folder (default: zoo/ in the repository)")
+    command: list[str] = option(help="a command that produced the files (repeatable)", default_factory=list)
+
+
+@dataclass
+class SampleOptions(ModelOptions, DataOptions, SeedOptions, BatchOptions, BackendOptions):
+    """Modes that run seeded batches of one split."""
+
+    split: str = option("val", "images to run; batches are drawn in the seeded shuffled order", choices=SPLITS)
+    num_batches: int = option(1, "batches of --batch-size images (fewer if the split is small)", check=POSITIVE)
+
+
+@dataclass
+class DumpConfig(SampleOptions):
+    """``dump_acts_float`` / ``dump_acts_int8``."""
+
+
+@dataclass
+class VarianceConfig(SampleOptions):
+    """``analyze_variance``."""
+
+    num_batches: int = option(16, "batches of --batch-size images (fewer if the split is small)", check=POSITIVE)
+    stage: str = option("int8", "model to analyse (int8: dequantized weights and activations)",
+                        choices=("float", "int8"))
+
+
+@dataclass
+class PercentilesConfig(SampleOptions):
+    """``collect_percentiles``: defaults match the search's calibration."""
+
+    split: str = option("train", "images to run; batches are drawn in the seeded shuffled order", choices=SPLITS)
+    batch_size: int = option(32, "batch size", check=POSITIVE)
+    num_batches: int = option(16, "batches of --batch-size images (fewer if the split is small)", check=POSITIVE)
+
+
+@dataclass
+class SensitivityConfig(StudentOptions, BatchOptions, ConfigPathOptions):
+    """``analyze_sensitivity``."""
+
+    batch_size: int = option(256, "batch size", check=POSITIVE)
+    split: str = option("val", "split to evaluate on (selection decisions must not use test)", choices=("val", "test"))
+    max_images: int | None = option(None, "use only the first N images of the split", check=POSITIVE)
+
+
+@dataclass
+class ReportConfig(SensitivityConfig):
+    """``report``: one self-contained HTML page about a result."""
+
+    run_dir: str | None = option(None, "the search's --output-dir (history JSON, checkpoints/); default: the "
+                                       "folder above the config's tri_ppo_int_codes/")
+    hist_batches: int = option(8, "batches for the code histograms", check=POSITIVE)
+    sensitivity_file: str | None = option(None, "reuse an analyze_sensitivity JSON instead of recomputing it")
+    report_file: str | None = option(None, "HTML file name (default <config stem>.html)", check=plain_file_name)

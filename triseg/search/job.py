@@ -1,0 +1,207 @@
+"""The one search job: prepare -> evaluator -> run -> select on val -> (optional) test -> result.
+
+Every entry point (the CLI modes, the comparison benchmark, sweeps, notebooks through
+:mod:`triseg.api`) runs searches through these functions, so a setting means the same everywhere
+and the test split is opened only by :func:`evaluate_test` (skipped with ``no_test``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from triseg.approx.config import TrisegConfig, config_path
+from triseg.approx.intsim import simulate
+from triseg.artifacts import atomic_write_text
+from triseg.data import Cifar10, load_cifar10
+from triseg.errors import TrisegError
+from triseg.jobs import DataOptions, FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
+from triseg.runlog import set_threads, tensorboard_writer
+from triseg.search import space as space_mod
+from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy, TopK
+from triseg.search.registry import build_strategy, strategy_spec
+from triseg.search.result import RunPaths, SearchResult
+from triseg.search.run import SearchSettings, run_search as run_loop
+from triseg.search.select import coverage_on, evaluate_on_test, select_on_validation
+from triseg.search.space import SearchSpace
+from triseg.search.supervised import train_supervised
+from triseg.teacher import Teacher, load_teacher
+
+StrategyWrapper = Callable[[Strategy], Strategy]
+
+
+@dataclass
+class SearchRun:
+    """What a search job produced: the result (None when ``stop_after`` ended it early) and its files."""
+
+    result: SearchResult | None
+    paths: RunPaths
+    episodes_done: int
+
+
+def load_data(opts: DataOptions) -> Cifar10:
+    """The CIFAR-10 splits named by the data options."""
+    return load_cifar10(opts.data_dir, val_size=opts.val_size, download=opts.download)
+
+
+def teacher_for(cfg: SearchConfig | SupervisedJobConfig | FinalTestConfig) -> Teacher:
+    """The INT8 teacher a job's settings name."""
+    return load_teacher(cfg.model, cfg.output_dir, cfg.engine, cfg.device, cfg.backend)
+
+
+def build_space(teacher: Teacher, data: Cifar10, opts: SpaceOptions, batch_size: int, seed: int) -> SearchSpace:
+    """Calibrate on training batches and apply the tmax rule; an error when no layer is left."""
+    if len(data.train) < batch_size:
+        raise TrisegError(f"training split has {len(data.train)} images, fewer than --batch-size {batch_size}")
+    torch.manual_seed(seed)
+    space = space_mod.build_space(teacher.model, data.train, opts.calib_batches, batch_size, teacher.top_code,
+                                  seed=seed, tmax_percentile=opts.tmax_percentile, tmax_margin=opts.tmax_margin)
+    if not space.layers:
+        raise TrisegError(f"no layer of {teacher.name} can be approximated (every tmax < 10)")
+    return space
+
+
+def make_evaluator(teacher: Teacher, data: Cifar10, cfg: SearchConfig) -> Evaluator:
+    """The reward of the job's settings on seeded training batches (teacher outputs cached)."""
+    model = teacher.model
+    attention = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
+    batches = EpisodeBatches(model, data.train, cfg.batch_size, attention, seed=cfg.seed)
+    return Evaluator(model, batches, T=cfg.kd_T, attention_weight=cfg.attention_weight)
+
+
+def _check_data(data: Cifar10, no_test: bool) -> None:
+    if len(data.val) == 0:
+        raise TrisegError("the validation split is empty: selection needs --val-size of at least 1")
+    if not no_test and len(data.test) == 0:
+        raise TrisegError("the test split is empty: pass --no-test or a data set with a test split")
+
+
+def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 | None = None,
+               space: SearchSpace | None = None, wrap: StrategyWrapper | None = None) -> SearchRun:
+    """Run one search job with ``cfg``; teacher, data and space are loaded/calibrated unless given.
+
+    ``wrap`` may wrap the strategy (e.g. to snapshot its best config); the result JSON and the history
+    are written under ``cfg.output_dir`` (:class:`RunPaths`).
+    """
+    set_threads(cfg.workers)
+    spec = strategy_spec(cfg.search)
+    teacher = teacher or teacher_for(cfg)
+    data = data or load_data(cfg)
+    _check_data(data, cfg.no_test)
+    space = space or build_space(teacher, data, cfg.space, cfg.batch_size, cfg.seed)
+    paths = RunPaths(Path(cfg.output_dir), cfg.model, cfg.search, cfg.seed, cfg.result_file)
+    evaluator = make_evaluator(teacher, data, cfg)
+    strategy = build_strategy(space, cfg)
+    if wrap is not None:
+        strategy = wrap(strategy)
+    episodes = cfg.episodes if spec.max_evaluations is None else min(cfg.episodes, spec.max_evaluations)
+    settings = SearchSettings(episodes=episodes, top_k=cfg.top_k, max_acc_drop=cfg.max_acc_drop,
+                              eval_every=min(cfg.eval_every, episodes), checkpoint_every=cfg.checkpoint_every,
+                              stop_after=cfg.stop_after)
+    outcome = run_loop(strategy, evaluator, settings, paths.checkpoint, paths.log_dir, resume=cfg.resume)
+    if not outcome.finished:
+        return SearchRun(None, paths, len(outcome.history))
+    _write_json(outcome.history, paths.history)
+    result = select_result(teacher, data, outcome.top, cfg.max_acc_drop, cfg.no_test, {
+        "search": cfg.search, "episodes": episodes, "student_evaluations": evaluator.evaluations,
+        "attention_weight": cfg.attention_weight, "tmax": space.tmax, "skipped_layers": space.skipped,
+        "search_wall_time_s": round(outcome.wall_time, 1), "history_file": paths.history.name,
+        "tmax_rule": {"percentile": cfg.space.tmax_percentile, "margin": cfg.space.tmax_margin},
+        "best_reward": max(h["reward"] for h in outcome.history),
+        **_common_settings(cfg, data), "kd_T": cfg.kd_T,
+    })
+    result.write(paths.result)
+    return SearchRun(result, paths, len(outcome.history))
+
+
+def run_supervised(cfg: SupervisedJobConfig, teacher: Teacher | None = None, data: Cifar10 | None = None,
+                   space: SearchSpace | None = None) -> SearchRun:
+    """The gradient-based method, selected on val (and tested) exactly like a search."""
+    set_threads(cfg.workers)
+    teacher = teacher or teacher_for(cfg)
+    data = data or load_data(cfg)
+    _check_data(data, cfg.no_test)
+    space = space or build_space(teacher, data, cfg.space, cfg.batch_size, cfg.seed)
+    paths = RunPaths(Path(cfg.output_dir), cfg.model, "supervised", cfg.seed, cfg.result_file)
+    sim = teacher.model if teacher.device == "cuda" else simulate(teacher.model)
+    writer = tensorboard_writer(paths.log_dir)
+    t0 = time.time()
+    s = cfg.supervised
+    outcome = train_supervised(sim, space, data.train, s, batch_size=cfg.batch_size, kd_T=cfg.kd_T, seed=cfg.seed,
+                               writer=writer, teacher=teacher.model)
+    writer.close()
+    train_time = time.time() - t0
+    top = TopK(len(outcome.epoch_configs))
+    for epoch, config in enumerate(outcome.epoch_configs, 1):  # later epochs rank first among equals on val
+        top.add(config, Score(float(epoch), 0.0, 0.0), epoch)
+    history = paths.output_dir / "tri_ppo_int_codes" / f"{paths.stem}.supervised.json"
+    _write_json({"settings": {**s.to_dict(), "batch_size": cfg.batch_size, "kd_T": cfg.kd_T, "seed": cfg.seed},
+                 "initial_tmax_rule": space.tmax,
+                 "epoch_configs": [{k: vars(c) for k, c in config.items()} for config in outcome.epoch_configs],
+                 "history": outcome.history}, history)
+    result = select_result(teacher, data, top, cfg.max_acc_drop, cfg.no_test, {
+        "search": "supervised", "epochs": s.epochs, "gradient_steps": outcome.steps, "student_evaluations": 0,
+        "alpha": s.alpha, "lr": s.lr, "beta0": s.beta0, "round_grad": s.round_grad, "tmax_mode": s.tmax,
+        "search_wall_time_s": round(train_time, 1), "history_file": history.name,
+        "tmax_rule": {"percentile": cfg.space.tmax_percentile, "margin": cfg.space.tmax_margin},
+        **_common_settings(cfg, data), "kd_T": cfg.kd_T,
+    })
+    result.write(paths.result)
+    return SearchRun(result, paths, outcome.steps)
+
+
+def _common_settings(cfg: SearchConfig | SupervisedJobConfig, data: Cifar10) -> dict[str, Any]:
+    return {"seed": cfg.seed, "batch_size": cfg.batch_size, "calib_batches": cfg.space.calib_batches,
+            "max_acc_drop": cfg.max_acc_drop, "data": data.source,
+            "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}}
+
+
+def select_result(teacher: Teacher, data: Cifar10, top: TopK, max_acc_drop: float, no_test: bool,
+           settings: dict[str, Any]) -> SearchResult:
+    """Select on validation, then evaluate the chosen config on test unless ``no_test``."""
+    t0 = time.time()
+    chosen = select_on_validation(teacher.model, data.val, top, max_acc_drop)
+    result = SearchResult(teacher.name, teacher.backend, chosen.config, chosen.reason, chosen.validation,
+                          {}, None, {**settings, "teacher": teacher.identity()})
+    if no_test:
+        result.coverage = coverage_on(teacher.model, chosen.config, data.val, 256, "val")
+    else:
+        evaluate_test(result, teacher, data)
+    result.settings["selection_wall_time_s"] = round(time.time() - t0, 1)
+    return result
+
+
+def evaluate_test(result: SearchResult, teacher: Teacher, data: Cifar10, batch_size: int = 256) -> SearchResult:
+    """The explicit, single test evaluation of a selected result (in place; an error if already tested)."""
+    if result.test is not None:
+        raise TrisegError("this result was already evaluated on the test split (once is the protocol)")
+    if len(data.test) == 0:
+        raise TrisegError("the test split is empty")
+    recorded = result.settings.get("teacher", {}).get("sha256")
+    if recorded is not None and recorded != teacher.sha256:
+        raise TrisegError(f"the result was searched on another teacher (sha256 {recorded[:12]}..., "
+                          f"loaded {teacher.path} has {teacher.sha256[:12]}...)")
+    result.test, result.coverage = evaluate_on_test(teacher.model, result.config, data.test, batch_size)
+    return result
+
+
+def final_test(cfg: FinalTestConfig) -> SearchResult:
+    """``final_test``: read a result selected with ``no_test``, test it once, write it back in place."""
+    set_threads(cfg.workers)
+    result = SearchResult.read(cfg.config_path)
+    if result.test is not None:
+        raise TrisegError(f"result {cfg.config_path} was already evaluated on the test split")
+    teacher = teacher_for(cfg)
+    teacher.check_config(TrisegConfig(result.model, result.backend, result.config, {}), cfg.config_path)
+    evaluate_test(result, teacher, load_data(cfg), cfg.batch_size)
+    result.write(config_path(cfg.config_path))
+    return result
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    atomic_write_text(json.dumps(obj, indent=2) + "\n", path)

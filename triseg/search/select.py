@@ -1,0 +1,70 @@
+"""Selection on the validation split, and the one explicit evaluation on the test split.
+
+The two are separate steps: a search job selects, and only when asked (``no_test=False``, or the
+``final_test`` mode later) evaluates the chosen config on test.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from torch import nn
+from tqdm import tqdm
+
+from triseg.approx.student import Config, evaluate_student
+from triseg.data import Split
+from triseg.search.base import TopK
+from triseg.search.result import TestMetrics, Validation
+
+
+@dataclass
+class Selection:
+    """The chosen config, why it was chosen, and the validation pass."""
+
+    config: Config
+    reason: str
+    validation: Validation
+
+
+def select_on_validation(model: nn.Module, val: Split, top: TopK, max_acc_drop: float,
+                         batch_size: int = 256) -> Selection:
+    """Evaluate every top-k config on val; pick the most accurate within the drop limit (else the most accurate)."""
+    teacher_val = evaluate_student(model, {}, val, batch_size, coverage=False).accuracy
+    rows = []
+    for cand in tqdm(top.best(), desc="validate top-k", leave=False, mininterval=2.0):
+        ev = evaluate_student(model, cand.config, val, batch_size, coverage=False)
+        rows.append({"candidate": cand, "val_acc": ev.accuracy, "val_drop": teacher_val - ev.accuracy})
+    if not rows:
+        raise RuntimeError("the search produced no candidate configs")
+    within = [r for r in rows if r["val_drop"] <= max_acc_drop]
+    if within:
+        chosen = max(within, key=lambda r: (r["val_acc"], r["candidate"].reward))
+        reason = f"constrained-best (val drop={chosen['val_drop']:.2f}% <= {max_acc_drop}%)"
+    else:
+        chosen = max(rows, key=lambda r: (r["val_acc"], r["candidate"].reward))
+        reason = f"unconstrained-best (val drop={chosen['val_drop']:.2f}% > {max_acc_drop}%)"
+        warnings.warn(f"no top-k config stays within --max-acc-drop {max_acc_drop} on val; "
+                      f"reporting the most accurate one", stacklevel=1)
+    config: Config = chosen["candidate"].config
+    validation = Validation(teacher_val, chosen["val_acc"], chosen["val_drop"],
+                            [{"reward": r["candidate"].reward, "episode": r["candidate"].episode,
+                              "val_acc": r["val_acc"], "val_drop": r["val_drop"]} for r in rows])
+    return Selection(config, reason, validation)
+
+
+def coverage_on(model: nn.Module, config: Config, split: Split, batch_size: int, name: str) -> dict:
+    """Per-layer coverage of ``config`` on ``split`` (named ``name`` in the result)."""
+    ev = evaluate_student(model, config, split, batch_size)
+    return {"split": name, "mapped_share": ev.mapped_share, "layers": ev.coverage}
+
+
+def evaluate_on_test(model: nn.Module, config: Config, test: Split,
+                     batch_size: int = 256) -> tuple[TestMetrics, dict]:
+    """The single test evaluation: teacher and student accuracy, top-1 agreement, and test coverage."""
+    teacher = evaluate_student(model, {}, test, batch_size)
+    student = evaluate_student(model, config, test, batch_size)
+    metrics = TestMetrics(round(teacher.accuracy, 4), round(student.accuracy, 4),
+                          round(teacher.accuracy - student.accuracy, 4),
+                          100.0 * student.predictions.eq(teacher.predictions).float().mean().item())
+    return metrics, {"split": "test", "mapped_share": student.mapped_share, "layers": student.coverage}
