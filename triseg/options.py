@@ -55,7 +55,7 @@ def finite(v: Any) -> str | None:
 
 def not_empty(v: Any) -> str | None:
     """A non-empty string."""
-    return None if isinstance(v, str) and v.strip() else "must not be empty"
+    return None if isinstance(v, str) and v.strip() else "is required"
 
 
 def plain_file_name(v: Any) -> str | None:
@@ -117,7 +117,7 @@ class Options:
             check = f.metadata.get("check")
             problem = check(value) if check is not None else None
             if problem:
-                raise TrisegError(f"{flag(f.name)} {problem}, got {value!r}")
+                raise TrisegError(f"{flag(f.name)} {problem}" + ("" if value == "" else f", got {value!r}"))
 
     def replace(self, **changes: Any) -> "Options":
         """A copy with some fields changed (and checked)."""
