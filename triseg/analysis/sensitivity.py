@@ -14,8 +14,7 @@ from triseg.approx.config import LayerCodes
 from triseg.approx.student import Config, evaluate_student
 from triseg.data import Split
 from triseg.errors import TrisegError
-
-RESULT_DIR = "tri_ppo_int_codes"
+from triseg.search.result import RESULT_DIR, RunPaths
 
 
 def layer_sensitivity(model: nn.Module, config: Config, split: Split, batch_size: int = 256) -> dict[str, Any]:
@@ -88,8 +87,8 @@ def candidate_configs(result: dict[str, Any], config_file: Path, out_dir: Path,
         epochs = history["epoch_configs"]
         if all(isinstance(c["episode"], int) and 1 <= c["episode"] <= len(epochs) for c in cands):
             return [_codes(epochs[c["episode"] - 1]) for c in cands], "candidate configs from the history's epochs"
-    tag = f"{result['model']}__{result.get('search', 'ppo')}__{result.get('seed', 0)}__{config_file.stem}"
-    ckpt = out_dir / "checkpoints" / f"{tag}.search.ckpt"
+    ckpt = RunPaths(out_dir, result["model"], str(result.get("search", "ppo")), int(result.get("seed", 0)),
+                    config_file.name).checkpoint
     if not ckpt.exists():
         return None, f"search checkpoint {ckpt} not found (pass --run-dir, the search's --output-dir)"
     try:

@@ -139,7 +139,7 @@ def run_supervised(cfg: SupervisedJobConfig, teacher: Teacher | None = None, dat
     top = TopK(len(outcome.epoch_configs))
     for epoch, config in enumerate(outcome.epoch_configs, 1):  # later epochs rank first among equals on val
         top.add(config, Score(float(epoch), 0.0, 0.0), epoch)
-    history = paths.output_dir / "tri_ppo_int_codes" / f"{paths.stem}.supervised.json"
+    history = paths.supervised_history
     _write_json({"settings": {**s.to_dict(), "batch_size": cfg.batch_size, "kd_T": cfg.kd_T, "seed": cfg.seed},
                  "initial_tmax_rule": space.tmax,
                  "epoch_configs": [{k: vars(c) for k, c in config.items()} for config in outcome.epoch_configs],

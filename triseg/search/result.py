@@ -48,6 +48,11 @@ class RunPaths:
         return self.output_dir / RESULT_DIR / f"{self.stem}.history.json"
 
     @property
+    def supervised_history(self) -> Path:
+        """The gradient-based method's trajectory file."""
+        return self.output_dir / RESULT_DIR / f"{self.stem}.supervised.json"
+
+    @property
     def checkpoint(self) -> Path:
         return self.output_dir / "checkpoints" / f"{self.tag}.search.ckpt"
 
