@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from triseg.cli import LSQ_MODES, legacy_main, main
+from triseg.cli import legacy_main, lsq, main
 from triseg.cli.modes import all_modes
+from triseg.jobs import LsqInferConfig, LsqQatConfig, LsqTrainConfig
 from triseg.options import Options, flag
 
 MODES = all_modes()
+LSQ_MODES = [m.name for m in lsq.MODES]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +51,32 @@ def test_lsq_modes_have_help_in_both_front_ends(mode, capsys):
         with pytest.raises(SystemExit) as ex:
             call()
         assert ex.value.code == 0
-        assert "usage:" in capsys.readouterr().out
+        shown = capsys.readouterr().out
+        assert "usage:" in shown and "--workers WORKERS, --threads WORKERS" in shown
+        assert ("--output-dir OUTPUT_DIR, --out-dir OUTPUT_DIR" in shown) == (mode != "lsq-infer")
+        assert "--loader-workers" in shown
+
+
+def test_lsq_modes_are_in_the_registry():
+    assert LSQ_MODES == ["lsq-train", "lsq-qat", "lsq-infer"]
+    assert [MODES[m].config for m in LSQ_MODES] == [LsqTrainConfig, LsqQatConfig, LsqInferConfig]
+
+
+def test_legacy_main_lists_and_checks_lsq_modes(tmp_path, capsys):
+    assert legacy_main(["--help"]) == 0
+    shown = capsys.readouterr().out
+    assert all(m in shown for m in LSQ_MODES)
+    run = tmp_path / "run"
+    assert legacy_main(["--mode", "lsq-qat", "--epochs", "1", "--out-dir", str(run), "--w-num-bits", "9"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --w-num-bits must be from 2 to 8 bits, got 9\n" and not run.exists()
+
+
+def test_argparse_only_in_the_cli_package():
+    users = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "triseg").rglob("*.py")
+                   if "argparse" in path.read_text() and path.relative_to(ROOT / "triseg").parts[0] != "cli")
+    assert users == []
+    assert not (ROOT / "triseg" / "lsq" / "cli.py").exists()
 
 
 def test_warnings_reach_the_user_as_one_line(monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""LSQ: step-size gradient, fixed-point requantization, BN folding, integer engine vs fake-quant, CLI."""
+"""LSQ: step-size gradient, fixed-point requantization, BN folding, integer engine vs fake-quant, CLI and configs."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from triseg.cli import main
+from triseg.cli.parser import parse_options
 from triseg.errors import TrisegError
-from triseg.lsq.__main__ import main as lsq_main
+from triseg.jobs import LsqInferConfig, LsqQatConfig, LsqTrainConfig
 from triseg.lsq.integer import (IntegerModel, add_requantize, export_integer, ieee_fp32, mac, quantize_multiplier,
                                  requantize_)
 from triseg.lsq.integer import ENGINE_OPS, EXPORT_OPS
@@ -26,6 +28,7 @@ from triseg.lsq.models import FLOAT_OPS, ConvBN, Op, build_model
 from triseg.lsq.ops import KINDS, op_table
 from triseg.lsq.qat import QAT_OPS, to_qat
 from triseg.lsq.quantizer import LsqQuantizer, check_bits
+from triseg.lsq.train import pick_device
 
 torch.set_num_threads(1)
 
@@ -65,11 +68,99 @@ def test_bad_bit_widths_raise(bits: int) -> None:
         to_qat(build_model("tiny_vgg"), 4, bits)
 
 
-def test_cli_bad_bits_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    rc = lsq_main(["lsq-qat", "--epochs", "1", "--out-dir", str(tmp_path), "--w-num-bits", "9"])
+TRAIN = ["--epochs", "1", "--output-dir", "run"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lsq-qat", *TRAIN, "--w-num-bits", "9"], "--w-num-bits must be from 2 to 8 bits, got 9"),
+    (["lsq-qat", *TRAIN, "--a-num-bits", "1"], "--a-num-bits must be from 2 to 8 bits, got 1"),
+    (["lsq-qat", *TRAIN, "--first-last-bits", "16"], "--first-last-bits must be from 2 to 8 bits, got 16"),
+    (["lsq-train", "--output-dir", "run", "--epochs", "0"], "--epochs must be a number >= 1, got 0"),
+    (["lsq-qat", "--output-dir", "run", "--epochs", "0"], "--epochs must be a number >= 1, got 0"),
+    (["lsq-train", *TRAIN, "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["lsq-qat", *TRAIN, "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["lsq-train", *TRAIN, "--weight-decay", "-1"], "--weight-decay must be a number >= 0, got -1.0"),
+    (["lsq-train", "--output-dir", "run"], "--epochs is required"),
+    (["lsq-train", "--epochs", "1"], "--output-dir is required"),
+    (["lsq-train", *TRAIN, "--train-limit", "0"], "--train-limit must be a number >= 1, got 0"),
+    (["lsq-train", *TRAIN, "--eval-limit", "0"], "--eval-limit must be a number >= 1, got 0"),
+    (["lsq-train", *TRAIN, "--val-size", "0"], "--val-size must be a number >= 1, got 0"),
+    (["lsq-train", *TRAIN, "--batch-size", "0"], "--batch-size must be a number >= 1, got 0"),
+    (["lsq-train", *TRAIN, "--seed", "-1"], "--seed must be a number >= 0, got -1"),
+    (["lsq-train", *TRAIN, "--threads", "0"], "--workers must be a number >= 1, got 0"),
+    (["lsq-train", *TRAIN, "--loader-workers", "-1"], "--loader-workers must be a number >= 0, got -1"),
+    (["lsq-train", *TRAIN, "--cuda", "-2"], "--cuda must be a number >= -1, got -2"),
+    (["lsq-train", *TRAIN, "--cuda", "0", "--device", "cpu"], "--cuda 0 conflicts with --device cpu"),
+    (["lsq-qat", *TRAIN, "--cuda", "-1", "--device", "cuda"], "--cuda -1 (the CPU) conflicts with --device cuda"),
+    (["lsq-train", *TRAIN, "--model", "vgg16"], "--model 'vgg16' is unknown; choose one of resnet_cifar10"),
+    (["lsq-train", *TRAIN, "--log-dir", ""], "--log-dir is required"),
+    (["lsq-infer", "--json", "r.json"], "lsq-infer needs exactly one of --checkpoint (QAT) and --int-model"),
+    (["lsq-infer", "--int-model", "m.pt", "--checkpoint", "c.pt"], "lsq-infer needs exactly one of"),
+    (["lsq-infer", "--int-model", "m.pt", "--export", "e.pt"], "--export needs --checkpoint"),
+    (["lsq-infer", "--int-model", "m.pt", "--json", "r.json", "--eval-limit", "0"],
+     "--eval-limit must be a number >= 1, got 0"),
+])
+def test_cli_bad_values_are_one_line_and_create_nothing(argv: list[str], message: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # relative --output-dir, logs/ and qat_logs/ would appear here
+    before = sorted(tmp_path.rglob("*"))
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert rc == 2
-    assert err.count("\n") == 1 and "--w-num-bits must be from 2 to 8 bits, got 9" in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert sorted(tmp_path.rglob("*")) == before == []
+
+
+def test_original_spellings_parse_to_the_new_options() -> None:
+    old = parse_options(LsqQatConfig, ["--out-dir", "run", "--threads", "3", "--cuda", "-1", "--w-num-bits", "2",
+                                       "--a-num-bits", "3", "--epochs", "2", "--float-checkpoint", "f.pt"])
+    assert (old.output_dir, old.workers, old.cuda, old.w_num_bits, old.a_num_bits) == ("run", 3, -1, 2, 3)
+    new = parse_options(LsqQatConfig, ["--output-dir", "run", "--workers", "3", "--cuda", "-1", "--w-num-bits", "2",
+                                       "--a-num-bits", "3", "--epochs", "2", "--float-checkpoint", "f.pt"])
+    assert new == old
+    assert pick_device(old.device, old.cuda) == torch.device("cpu")
+    infer = parse_options(LsqInferConfig, ["--int-model", "m.pt", "--threads", "2"])
+    assert infer.workers == 2 and infer.loader_workers == 2
+
+
+def test_defaults_match_the_original_tool() -> None:
+    train = LsqTrainConfig(output_dir="run", epochs=1)
+    qat = LsqQatConfig(output_dir="run", epochs=1)
+    infer = LsqInferConfig(int_model="m.pt")
+    assert (train.model, train.lr, train.weight_decay, train.log_dir, train.batch_size, train.amp) == \
+        ("resnet_cifar10", 0.1, 5e-4, "logs", 128, False)
+    assert (qat.lr, qat.weight_decay, qat.log_dir, qat.w_num_bits, qat.a_num_bits, qat.first_last_bits) == \
+        (0.001, 1e-4, "qat_logs", 4, 4, 8)
+    assert (infer.batch_size, infer.split, infer.dataset, infer.loader_workers) == (256, "test", "cifar10", 2)
+    assert train.workers is None and train.cuda is None and train.device == "auto" and train.seed == 0
+
+
+def test_workers_sets_threads_and_loader_workers_the_data_loader(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tmp_path / "int_model.pt"
+    export_integer(_qat_model("tiny_vgg", 4, 4), (3, 32, 32), model)
+    threads: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    assert main(["lsq-infer", "--int-model", str(model), "--eval-limit", "8", "--workers", "3"]) == 0
+    assert main(["lsq-infer", "--int-model", str(model), "--eval-limit", "8", "--threads", "5"]) == 0
+    assert main(["lsq-infer", "--int-model", str(model), "--eval-limit", "8", "--loader-workers", "0"]) == 0
+    assert threads == [3, 5]
+    cfg = parse_options(LsqTrainConfig, ["--output-dir", "r", "--epochs", "1", "--workers", "3"])
+    assert (cfg.workers, cfg.loader_workers) == (3, 2)
+
+
+def test_device_and_cuda_combine() -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto", -1) == pick_device("cpu", -1) == torch.device("cpu")
+    assert LsqTrainConfig(output_dir="r", epochs=1, device="cuda", cuda=0).cuda == 0
+    if torch.cuda.is_available():
+        assert pick_device("auto") == torch.device("cuda") and pick_device("auto", 0) == torch.device("cuda:0")
+    else:
+        assert pick_device("auto") == torch.device("cpu")
+        with pytest.raises(TrisegError, match="--cuda 0: no such CUDA device here"):
+            pick_device("auto", 0)
+        with pytest.raises(TrisegError, match="--device cuda requested"):
+            pick_device("cuda")
 
 
 @settings(max_examples=300, deadline=None)
@@ -307,27 +398,35 @@ def test_unknown_op_kind_raises_in_integer_engine() -> None:
 def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--train-limit", "128", "--eval-limit", "64", "--batch-size", "32", "--log-dir", str(tmp_path / "tb")]
     fdir, qdir = tmp_path / "float", tmp_path / "qat"
-    assert lsq_main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--out-dir", str(fdir), *common]) == 0
-    assert lsq_main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--out-dir", str(fdir), *common]) == 2
+    # the original spellings: --out-dir, --threads, --cuda -1
+    assert main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--out-dir", str(fdir), "--threads", "1",
+                 "--cuda", "-1", *common]) == 0
+    saved = torch.load(fdir / "checkpoint.pt", weights_only=True)["config"]
+    assert (saved["output_dir"], saved["workers"], saved["cuda"], saved["epochs"]) == (str(fdir), 1, -1, 1)
+    assert main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--output-dir", str(fdir), *common]) == 2
     assert "pass --resume" in capsys.readouterr().err
-    assert lsq_main(["lsq-train", "--model", "tiny_vgg", "--epochs", "2", "--out-dir", str(fdir), "--resume",
-                     *common]) == 0
+    assert main(["lsq-train", "--model", "tiny_vgg", "--epochs", "2", "--output-dir", str(fdir), "--resume",
+                 "--device", "cpu", *common]) == 0
     history = json.loads((fdir / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     events = EventAccumulator(str(tmp_path / "tb" / "float"), purge_orphaned_data=True).Reload()
     assert [e.step for e in events.Scalars("float/val_acc")] == [1, 2]  # the resume keeps epoch 1
-    assert lsq_main(["lsq-qat", "--model", "tiny_vgg", "--epochs", "1", "--out-dir", str(qdir),
-                     "--float-checkpoint", str(fdir / "checkpoint.pt"), "--w-num-bits", "2", "--a-num-bits", "3",
-                     *common]) == 0
+    float_ckpt = str(fdir / "checkpoint.pt")
+    assert main(["lsq-qat", "--model", "resnet18", "--epochs", "1", "--output-dir", str(qdir),
+                 "--float-checkpoint", float_ckpt, *common]) == 2
+    assert f"{float_ckpt} holds tiny_vgg, not --model resnet18" in capsys.readouterr().err
+    assert not qdir.exists() and not (tmp_path / "tb" / "qat").exists()
+    assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(qdir), "--float-checkpoint", float_ckpt,
+                 "--w-num-bits", "2", "--a-num-bits", "3", *common]) == 0  # --model: the checkpoint's
     assert (qdir / "int_model.pt").is_file() and any((tmp_path / "tb" / "qat").iterdir())
     report = tmp_path / "report.json"
-    assert lsq_main(["lsq-infer", "--checkpoint", str(qdir / "checkpoint.pt"), "--eval-limit", "64",
-                     "--json", str(report)]) == 0
+    assert main(["lsq-infer", "--checkpoint", str(qdir / "checkpoint.pt"), "--eval-limit", "64",
+                 "--json", str(report)]) == 0
     r = json.loads(report.read_text())
-    assert r["images"] == 64 and r["w_bits"] == 2 and r["a_bits"] == 3
+    assert r["images"] == 64 and r["model"] == "tiny_vgg" and r["w_bits"] == 2 and r["a_bits"] == 3
     assert r["top1_agreement"] >= 98.0 and r["max_layer_code_diff"] <= 1
-    assert lsq_main(["lsq-infer", "--int-model", str(qdir / "int_model.pt"), "--eval-limit", "64",
-                     "--json", str(report)]) == 0
+    assert main(["lsq-infer", "--int-model", str(qdir / "int_model.pt"), "--eval-limit", "64",
+                 "--json", str(report)]) == 0
     assert json.loads(report.read_text())["integer_top1"] == pytest.approx(r["integer_top1"])
 
 
@@ -340,13 +439,13 @@ def test_imagenet_folder_uses_the_imagenet_stem(tmp_path: Path) -> None:
             for i in range(2):
                 Image.new("RGB", (40, 30), (i * 90, 40, 200)).save(tmp_path / "in" / split / cls / f"{i}.png")
     out = tmp_path / "run"
-    assert lsq_main(["lsq-train", "--dataset", "imagenet", "--data-dir", str(tmp_path / "in"), "--model", "tiny_vgg",
-                     "--epochs", "1", "--batch-size", "2", "--workers", "0", "--out-dir", str(out),
-                     "--log-dir", str(tmp_path / "tb")]) == 0
+    assert main(["lsq-train", "--dataset", "imagenet", "--data-dir", str(tmp_path / "in"), "--model", "tiny_vgg",
+                 "--epochs", "1", "--batch-size", "2", "--loader-workers", "0", "--output-dir", str(out),
+                 "--log-dir", str(tmp_path / "tb")]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_classes"] == 2 and metrics["small_input"] is False and metrics["sizes"]["val"] == 4
-    assert lsq_main(["lsq-train", "--dataset", "imagenet", "--data-dir", str(tmp_path), "--epochs", "1",
-                     "--out-dir", str(tmp_path / "x")]) == 2
+    assert main(["lsq-train", "--dataset", "imagenet", "--data-dir", str(tmp_path), "--epochs", "1",
+                 "--output-dir", str(tmp_path / "x")]) == 2
 
 
 REAL_CIFAR = Path(__file__).parents[1].parent / "shared/data/cifar10-jpg.tar.gz"

@@ -261,3 +261,123 @@ class ReportConfig(SensitivityConfig):
     hist_batches: int = option(8, "batches for the code histograms", check=POSITIVE)
     sensitivity_file: str | None = option(None, "reuse an analyze_sensitivity JSON instead of recomputing it")
     report_file: str | None = option(None, "HTML file name (default <config stem>.html)", check=plain_file_name)
+
+
+# LSQ: lsq-train, lsq-qat, lsq-infer ------------------------------------------------------------------------------
+
+LSQ_DATASETS = ("cifar10", "imagenet")
+
+
+def _lsq_model_names() -> list[str]:
+    from triseg.lsq.models import MODELS
+
+    return list(MODELS)
+
+
+def _lsq_bits(v: object) -> str | None:
+    from triseg.lsq.quantizer import bad_bits
+
+    return bad_bits(v)
+
+
+@dataclass
+class LsqThreadOptions(Options):
+    """CPU threads, spelled ``--workers`` as in every triseg mode (``--threads`` in the original LSQ tool)."""
+
+    workers: int | None = option(None, "CPU threads for torch (default: torch's choice)", check=POSITIVE,
+                                 aliases=("--threads",))
+
+
+@dataclass
+class LsqDataOptions(Options):
+    """Which dataset the LSQ modes read, how much of it, and how ImageNet is loaded."""
+
+    dataset: str = option("cifar10", "cifar10 (any layout triseg reads) or imagenet (ImageFolder tree with train/ "
+                                     "and val/)", choices=LSQ_DATASETS)
+    data_dir: str | None = option(None, "dataset location; default $TRISEG_DATA_DIR, else the tiny CIFAR-10 "
+                                        "sample shipped with triseg")
+    val_size: int | None = option(None, "CIFAR-10 validation images carved from train (default 5000, or 10% of a "
+                                        "smaller train split)", check=POSITIVE)
+    eval_limit: int | None = option(None, "use only the first N val/test images", check=POSITIVE)
+    loader_workers: int = option(2, "ImageNet DataLoader worker processes (0: load in the main process)",
+                                 check=NON_NEGATIVE)
+
+
+@dataclass
+class LsqTrainingOptions(LsqThreadOptions, LsqDataOptions, SeedOptions, BatchOptions, DeviceOptions, ResumeOptions):
+    """What ``lsq-train`` and ``lsq-qat`` share: the run folder, the epochs, the device and TensorBoard.
+
+    ``--cuda N`` (the original spelling) picks GPU N for ``--device auto`` or ``cuda``; ``--cuda -1``
+    means the CPU. ``--cuda N`` with ``--device cpu``, or ``--cuda -1`` with ``--device cuda``, is an error.
+    """
+
+    output_dir: str = option("", "checkpoint.pt and metrics.json go here (required)", check=not_empty,
+                             aliases=("--out-dir",))
+    epochs: int | None = option(None, "training epochs (required)", check=POSITIVE)
+    train_limit: int | None = option(None, "use only the first N training images (smoke runs)", check=POSITIVE)
+    cuda: int | None = option(None, "GPU index for --device auto or cuda, -1 = the CPU (the original spelling); "
+                                    "N >= 0 with --device cpu or -1 with --device cuda is an error",
+                              check=at_least(-1), metavar="N")
+    log_dir: str = option("logs", "TensorBoard root; events go to <log-dir>/<output-dir's name>", check=not_empty)
+
+    def check(self) -> None:
+        """The field checks, then: --epochs given, --cuda consistent with --device."""
+        from triseg.errors import TrisegError
+
+        super().check()
+        if self.epochs is None:
+            raise TrisegError("--epochs is required")
+        if self.cuda is not None and self.cuda >= 0 and self.device == "cpu":
+            raise TrisegError(f"--cuda {self.cuda} conflicts with --device cpu")
+        if self.cuda is not None and self.cuda < 0 and self.device == "cuda":
+            raise TrisegError("--cuda -1 (the CPU) conflicts with --device cuda")
+
+
+@dataclass
+class LsqTrainConfig(LsqTrainingOptions):
+    """``lsq-train``: float training of an LSQ network (SGD + Nesterov, cosine schedule)."""
+
+    model: str = option("resnet_cifar10", "LSQ network", choices=_lsq_model_names)
+    lr: float = option(0.1, "peak learning rate of the cosine schedule", check=above(0))
+    weight_decay: float = option(5e-4, "SGD weight decay (not on biases and BN parameters)", check=at_least(0))
+    amp: bool = option(False, "mixed precision (float16 on CUDA, bfloat16 on the CPU)")
+
+
+@dataclass
+class LsqQatConfig(LsqTrainingOptions):
+    """``lsq-qat``: LSQ fine-tuning of an ``lsq-train`` checkpoint, then the integer export."""
+
+    model: str | None = option(None, "LSQ network (default: the checkpoint's; when given it must match)",
+                               choices=_lsq_model_names)
+    float_checkpoint: str | None = option(None, "checkpoint.pt written by lsq-train (not needed with --resume)")
+    w_num_bits: int = option(4, "weight bits", check=_lsq_bits)
+    a_num_bits: int = option(4, "activation bits", check=_lsq_bits)
+    first_last_bits: int = option(8, "bits of the input, first conv weights, classifier weights and classifier "
+                                     "input", check=_lsq_bits)
+    lr: float = option(0.001, "peak learning rate (BN is folded, so the QAT net has no normalisation and diverges "
+                              "at 0.01)", check=above(0))
+    weight_decay: float = option(1e-4, "SGD weight decay (never on step sizes)", check=at_least(0))
+    log_dir: str = option("qat_logs", "TensorBoard root; events go to <log-dir>/<output-dir's name>",
+                          check=not_empty)
+
+
+@dataclass
+class LsqInferConfig(BatchOptions, LsqThreadOptions, LsqDataOptions):
+    """``lsq-infer``: integer-only evaluation, compared with the fake-quant model when given a checkpoint."""
+
+    checkpoint: str | None = option(None, "QAT checkpoint.pt (exports it, then compares both engines)")
+    int_model: str | None = option(None, "an exported integer model (int_model.pt)")
+    export: str | None = option(None, "with --checkpoint: also write the integer model here")
+    split: str = option("test", "images to evaluate", choices=("val", "test"))
+    batch_size: int = option(256, "batch size", check=POSITIVE)
+    json: str | None = option(None, "write the report here as JSON")
+
+    def check(self) -> None:
+        """The field checks, then: exactly one model source, --export only with --checkpoint."""
+        from triseg.errors import TrisegError
+
+        super().check()
+        if (self.checkpoint is None) == (self.int_model is None):
+            raise TrisegError("lsq-infer needs exactly one of --checkpoint (QAT) and --int-model")
+        if self.export is not None and self.checkpoint is None:
+            raise TrisegError("--export needs --checkpoint (an --int-model is already exported)")

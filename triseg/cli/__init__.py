@@ -15,8 +15,6 @@ from triseg.cli.modes import Mode, all_modes
 from triseg.cli.parser import OneLineParser, add_options, build_options
 from triseg.errors import TrisegError
 
-LSQ_MODES = ("lsq-train", "lsq-qat", "lsq-infer")
-
 
 def build_parser(prog: str = "triseg") -> argparse.ArgumentParser:
     """The full parser with one subcommand per mode."""
@@ -26,9 +24,6 @@ def build_parser(prog: str = "triseg") -> argparse.ArgumentParser:
         sp = subs.add_parser(m.name, help=m.help, description=m.help)
         add_options(sp, m.config)
         sp.set_defaults(mode_entry=m)
-    from triseg.lsq.cli import add_subcommands as add_lsq_subcommands
-
-    add_lsq_subcommands(subs)  # lsq-train, lsq-qat, lsq-infer bring their own options
     return parser
 
 
@@ -43,15 +38,11 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     warnings.formatwarning = one_line_warning
     args = parser.parse_args(argv)
     entry: Mode | None = getattr(args, "mode_entry", None)
-    legacy = getattr(args, "func", None)
-    if entry is None and legacy is None:
+    if entry is None:
         parser.print_help()
         return 2
     try:
-        if entry is not None:
-            entry.run(build_options(entry.config, args))
-        else:
-            legacy(args)
+        entry.run(build_options(entry.config, args))
     except TrisegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -75,13 +66,12 @@ def legacy_main(argv: list[str] | None = None) -> int:
     known, rest = pre.parse_known_args(argv)
     if known.mode is None:
         if "-h" in rest or "--help" in rest:
-            print("usage: python main.py --mode MODE [options]\nmodes: " + ", ".join([*modes, *LSQ_MODES]))
+            print("usage: python main.py --mode MODE [options]\nmodes: " + ", ".join(modes))
             print("python main.py --mode MODE --help shows the options of one mode")
             return 0
-        print(f"main.py: error: --mode is required; choose one of {', '.join([*modes, *LSQ_MODES])}", file=sys.stderr)
+        print(f"main.py: error: --mode is required; choose one of {', '.join(modes)}", file=sys.stderr)
         return 2
-    if known.mode not in modes and known.mode not in LSQ_MODES:
-        print(f"main.py: error: unknown mode {known.mode!r}; choose one of {', '.join([*modes, *LSQ_MODES])}",
-              file=sys.stderr)
+    if known.mode not in modes:
+        print(f"main.py: error: unknown mode {known.mode!r}; choose one of {', '.join(modes)}", file=sys.stderr)
         return 2
     return run(build_parser(prog="main.py"), [known.mode, *rest])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,7 +13,10 @@ from triseg.artifacts import atomic_write_text
 from triseg.errors import TrisegError
 from triseg.lsq.integer import IntegerModel, export_integer
 from triseg.lsq.qat import QuantNet
-from triseg.lsq.train import DataSource, cifar_source, imagenet_source, load_checkpoint, model_from_checkpoint
+from triseg.lsq.train import load_checkpoint, make_source, model_from_checkpoint
+
+if TYPE_CHECKING:
+    from triseg.jobs import LsqInferConfig
 
 
 class _Agreement:
@@ -107,33 +110,27 @@ def integer_accuracy(engine: IntegerModel, batches) -> dict:
     return {"images": n, "integer_top1": 100.0 * correct / n}
 
 
-def _source(args: argparse.Namespace) -> DataSource:
-    if args.dataset == "imagenet":
-        return imagenet_source(args.data_dir, args.batch_size, args.workers, 0)
-    return cifar_source(args.data_dir, args.val_size, args.batch_size, 0, eval_limit=args.eval_limit)
-
-
-def run_infer(args: argparse.Namespace) -> dict:
+def run_infer(cfg: LsqInferConfig) -> dict:
     """Evaluate an integer model, or export a QAT checkpoint and compare both engines."""
-    if (args.checkpoint is None) == (args.int_model is None):
-        raise TrisegError("lsq-infer needs exactly one of --checkpoint (QAT) and --int-model")
-    source = _source(args)
-    if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint)
+    source = make_source(cfg, cfg.batch_size)
+    if cfg.checkpoint:
+        ckpt = load_checkpoint(cfg.checkpoint)
         if ckpt["kind"] != "qat":
-            raise TrisegError(f"{args.checkpoint} is a float checkpoint; lsq-infer needs lsq-qat's")
+            raise TrisegError(f"{cfg.checkpoint} is a float checkpoint; lsq-infer needs lsq-qat's")
         net = model_from_checkpoint(ckpt)
-        x, _ = next(iter(source.evaluate(args.split)))
-        engine = IntegerModel(export_integer(net, tuple(x.shape[1:]), args.export))
-        report = {"checkpoint": str(args.checkpoint), **compare(net, engine, source.evaluate(args.split))}
+        x, _ = next(iter(source.evaluate(cfg.split)))
+        engine = IntegerModel(export_integer(net, tuple(x.shape[1:]), cfg.export))
+        report = {"checkpoint": str(cfg.checkpoint), **compare(net, engine, source.evaluate(cfg.split))}
+    elif cfg.int_model:
+        engine = IntegerModel.load(cfg.int_model)
+        report = {"int_model": str(cfg.int_model), **integer_accuracy(engine, source.evaluate(cfg.split))}
     else:
-        engine = IntegerModel.load(args.int_model)
-        report = {"int_model": str(args.int_model), **integer_accuracy(engine, source.evaluate(args.split))}
-    report = {"split": args.split, **engine.meta, **report}
+        raise TrisegError("lsq-infer needs exactly one of --checkpoint (QAT) and --int-model")
+    report = {"split": cfg.split, **engine.meta, **report}
     for key in ("fake_quant_top1", "integer_top1", "top1_agreement", "equal_logits_pct",
                 "min_layer_code_agreement_pct", "min_local_layer_code_agreement_pct"):
         if key in report:
             print(f"{key}: {report[key]:.3f}")
-    if args.json:
-        atomic_write_text(json.dumps(report, indent=2) + "\n", Path(args.json))
+    if cfg.json:
+        atomic_write_text(json.dumps(report, indent=2) + "\n", Path(cfg.json))
     return report

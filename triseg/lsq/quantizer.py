@@ -17,10 +17,18 @@ from triseg.errors import TrisegError
 MIN_BITS, MAX_BITS = 2, 8
 
 
+def bad_bits(bits: object) -> str | None:
+    """Why ``bits`` is not a supported width, or None (an :func:`triseg.options.option` check)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        return f"must be from {MIN_BITS} to {MAX_BITS} bits"
+    return None
+
+
 def check_bits(bits: int, option: str) -> int:
     """``bits`` if it is a supported width, else a one-line error naming ``option``."""
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise TrisegError(f"{option} must be from {MIN_BITS} to {MAX_BITS} bits, got {bits}")
+    problem = bad_bits(bits)
+    if problem:
+        raise TrisegError(f"{option} {problem}, got {bits}")
     return bits
 
 

@@ -3,7 +3,6 @@ checkpoint every epoch, ``--resume``, TensorBoard scalars and a tqdm bar."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -21,10 +20,12 @@ from triseg.artifacts import atomic_save, atomic_write_text
 from triseg.errors import TrisegError
 from triseg.lsq.models import build_model
 from triseg.lsq.qat import QuantNet, to_qat
-from triseg.runlog import tensorboard_writer
+from triseg.runlog import resolve_device, tensorboard_writer
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
+
+    from triseg.jobs import LsqDataOptions, LsqQatConfig, LsqTrainConfig, LsqTrainingOptions
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -92,15 +93,17 @@ def imagenet_source(data_dir: str | None, batch_size: int, workers: int, seed: i
                       {"train": len(train_set), "val": len(val_set), "test": len(val_set)})
 
 
-def make_source(args: argparse.Namespace) -> DataSource:
-    """The data named by ``--dataset`` / ``--data-dir``."""
-    if args.dataset == "imagenet":
-        return imagenet_source(args.data_dir, args.batch_size, args.workers, args.seed)
-    return cifar_source(args.data_dir, args.val_size, args.batch_size, args.seed, args.train_limit, args.eval_limit)
+def make_source(cfg: LsqDataOptions, batch_size: int, seed: int = 0, train_limit: int | None = None) -> DataSource:
+    """The data named by ``--dataset`` / ``--data-dir``, in batches of ``batch_size``."""
+    if cfg.dataset == "imagenet":
+        return imagenet_source(cfg.data_dir, batch_size, cfg.loader_workers, seed)
+    return cifar_source(cfg.data_dir, cfg.val_size, batch_size, seed, train_limit, cfg.eval_limit)
 
 
-def pick_device(cuda: int) -> torch.device:
-    """``--cuda N``: GPU N, or the CPU for -1."""
+def pick_device(device: str, cuda: int | None = None) -> torch.device:
+    """``--device`` refined by ``--cuda N``: GPU N, or the CPU for -1 (the configs refuse conflicts)."""
+    if cuda is None:
+        return torch.device(resolve_device(device))
     if cuda < 0:
         return torch.device("cpu")
     if not torch.cuda.is_available() or cuda >= torch.cuda.device_count():
@@ -161,32 +164,34 @@ def _progress(batches: Batches, total: int, desc: str) -> Iterator[tuple[torch.T
     return iter(tqdm(batches, total=total, desc=desc, leave=False, mininterval=5, dynamic_ncols=True))
 
 
-def fit(model: nn.Module, source: DataSource, args: argparse.Namespace, kind: str, meta: dict,
-        param_groups: list[dict], log_dir: Path) -> dict:
-    """Train for ``args.epochs`` epochs (continuing a checkpoint with ``--resume``); test-set metrics."""
-    device = pick_device(args.cuda)
+def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float, kind: str, meta: dict,
+        param_groups: list[dict], amp: bool = False) -> dict:
+    """Train for ``cfg.epochs`` epochs (continuing a checkpoint with ``--resume``); test-set metrics."""
+    device = pick_device(cfg.device, cfg.cuda)
     model.to(device)
-    out = Path(args.out_dir)
+    out = Path(cfg.output_dir)
     ckpt_path = out / "checkpoint.pt"
-    opt = torch.optim.SGD(param_groups, lr=args.lr, momentum=0.9, nesterov=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, args.epochs * source.train_steps))
-    amp = bool(getattr(args, "amp", False))
+    epochs = cfg.epochs
+    if epochs is None:  # the config refuses this; a field set after construction is not checked
+        raise TrisegError("--epochs is required")
+    opt = torch.optim.SGD(param_groups, lr=lr, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * source.train_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     start, history = 0, []
-    if args.resume:
+    if cfg.resume:
         ckpt = load_checkpoint(ckpt_path)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         start, history = ckpt["epoch"], ckpt["history"]
     elif ckpt_path.exists():
-        raise TrisegError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out-dir")
-    writer = tensorboard_writer(log_dir / out.name)
+        raise TrisegError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --output-dir")
+    writer = tensorboard_writer(Path(cfg.log_dir) / out.name)
     _purge_from(writer, start + 1)  # steps are epochs: 1..start are in the checkpoint, start+1.. are redone
-    for epoch in range(start, args.epochs):
+    for epoch in range(start, epochs):
         model.train()
         t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
-        bar = _progress(source.train(epoch), source.train_steps, f"{kind} epoch {epoch + 1}/{args.epochs}")
+        bar = _progress(source.train(epoch), source.train_steps, f"{kind} epoch {epoch + 1}/{epochs}")
         for x, y in bar:
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
@@ -211,29 +216,28 @@ def fit(model: nn.Module, source: DataSource, args: argparse.Namespace, kind: st
         writer.flush()
         atomic_save({"kind": kind, "meta": meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
-                     "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}},
-                    ckpt_path)
+                     "config": cfg.to_dict()}, ckpt_path)
         tqdm.write(f"{kind} epoch {epoch + 1}: train {row['train_acc']:.2f}% val {val_acc:.2f}% "
                    f"({row['seconds']:.0f}s)")
     writer.close()
     test_acc, test_loss = evaluate(model, source.evaluate("test"), device)
-    metrics = {"kind": kind, **meta, "epochs": args.epochs, "test_acc": test_acc, "test_loss": test_loss,
+    metrics = {"kind": kind, **meta, "epochs": epochs, "test_acc": test_acc, "test_loss": test_loss,
                "sizes": source.sizes, "history": history}
     atomic_write_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")
-    print(f"{kind}: test top-1 {test_acc:.2f}% after {args.epochs} epochs -> {out}")
+    print(f"{kind}: test top-1 {test_acc:.2f}% after {epochs} epochs -> {out}")
     return metrics
 
 
-def train_float(args: argparse.Namespace) -> dict:
+def train_float(cfg: LsqTrainConfig) -> dict:
     """``lsq-train``: train a float model from scratch."""
-    torch.manual_seed(args.seed)
-    source = make_source(args)
-    net = build_model(args.model, source.num_classes, source.small_input)
-    meta = {"model": args.model, "num_classes": source.num_classes, "small_input": source.small_input}
+    torch.manual_seed(cfg.seed)
+    source = make_source(cfg, cfg.batch_size, cfg.seed, cfg.train_limit)
+    net = build_model(cfg.model, source.num_classes, source.small_input)
+    meta = {"model": cfg.model, "num_classes": source.num_classes, "small_input": source.small_input}
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return fit(net, source, args, "float", meta, groups, Path(args.log_dir))
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return fit(net, source, cfg, cfg.lr, "float", meta, groups, amp=cfg.amp)
 
 
 def calibrate(net: QuantNet, source: DataSource) -> None:
@@ -244,36 +248,45 @@ def calibrate(net: QuantNet, source: DataSource) -> None:
         net(x)
 
 
-def train_qat(args: argparse.Namespace) -> dict:
+def _check_model(cfg: LsqQatConfig, path: str | Path, meta: dict) -> None:
+    """A given ``--model`` must be the checkpoint's."""
+    if cfg.model is not None and cfg.model != meta["model"]:
+        raise TrisegError(f"{path} holds {meta['model']}, not --model {cfg.model}")
+
+
+def train_qat(cfg: LsqQatConfig) -> dict:
     """``lsq-qat``: LSQ fine-tuning of a float checkpoint, then the integer export."""
     from triseg.lsq.integer import export_integer
 
-    torch.manual_seed(args.seed)
-    source = make_source(args)
-    if args.resume:
-        ckpt = load_checkpoint(Path(args.out_dir) / "checkpoint.pt")
+    torch.manual_seed(cfg.seed)
+    source = make_source(cfg, cfg.batch_size, cfg.seed, cfg.train_limit)
+    if cfg.resume:
+        path = Path(cfg.output_dir) / "checkpoint.pt"
+        ckpt = load_checkpoint(path)
         if ckpt["kind"] != "qat":
-            raise TrisegError(f"{args.out_dir}/checkpoint.pt is not a QAT checkpoint")
+            raise TrisegError(f"{path} is not a QAT checkpoint")
         meta = ckpt["meta"]
+        _check_model(cfg, path, meta)
         net = to_qat(build_model(meta["model"], meta["num_classes"], meta["small_input"]),
                      meta["w_bits"], meta["a_bits"], meta["first_last_bits"])
     else:
-        if not args.float_checkpoint:
+        if not cfg.float_checkpoint:
             raise TrisegError("lsq-qat needs --float-checkpoint (a checkpoint.pt from lsq-train) or --resume")
-        ckpt = load_checkpoint(args.float_checkpoint)
+        ckpt = load_checkpoint(cfg.float_checkpoint)
         if ckpt["kind"] != "float":
-            raise TrisegError(f"{args.float_checkpoint} is a QAT checkpoint; --float-checkpoint needs lsq-train's")
+            raise TrisegError(f"{cfg.float_checkpoint} is a QAT checkpoint; --float-checkpoint needs lsq-train's")
+        _check_model(cfg, cfg.float_checkpoint, ckpt["meta"])
         if ckpt["meta"]["num_classes"] != source.num_classes:
-            raise TrisegError(f"{args.float_checkpoint} has {ckpt['meta']['num_classes']} classes, "
+            raise TrisegError(f"{cfg.float_checkpoint} has {ckpt['meta']['num_classes']} classes, "
                               f"the data has {source.num_classes}")
-        net = to_qat(model_from_checkpoint(ckpt), args.w_num_bits, args.a_num_bits, args.first_last_bits)
+        net = to_qat(model_from_checkpoint(ckpt), cfg.w_num_bits, cfg.a_num_bits, cfg.first_last_bits)
         calibrate(net, source)
         meta = dict(net.meta)
     steps = {id(p) for p in net.steps()}
-    groups = [{"params": [p for p in net.parameters() if id(p) not in steps], "weight_decay": args.weight_decay},
+    groups = [{"params": [p for p in net.parameters() if id(p) not in steps], "weight_decay": cfg.weight_decay},
               {"params": net.steps(), "weight_decay": 0.0}]
-    metrics = fit(net, source, args, "qat", meta, groups, Path(args.log_dir))
+    metrics = fit(net, source, cfg, cfg.lr, "qat", meta, groups)
     net.cpu().eval()
     x, _ = next(iter(source.evaluate("test")))
-    export_integer(net, tuple(x.shape[1:]), Path(args.out_dir) / "int_model.pt")
+    export_integer(net, tuple(x.shape[1:]), Path(cfg.output_dir) / "int_model.pt")
     return metrics
