@@ -20,12 +20,8 @@ from torch.utils import benchmark
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import machine  # noqa: E402
-from triseg.artifacts import atomic_write_text  # noqa: E402
-from triseg.data import batches, load_cifar10  # noqa: E402
-from triseg.lsq.integer import IntegerModel, export_integer  # noqa: E402
-from triseg.lsq.models import build_model  # noqa: E402
-from triseg.lsq.qat import QuantNet, to_qat  # noqa: E402
-from triseg.lsq.train import load_checkpoint, model_from_checkpoint  # noqa: E402
+from triseg.api import (IntegerModel, QuantNet, atomic_write_text, batches, build_lsq_model,  # noqa: E402
+                        export_integer, load_cifar10, load_lsq_checkpoint, lsq_model_from_checkpoint, to_qat)
 
 
 def images_per_s(fn, x: torch.Tensor, min_time: float) -> float:
@@ -66,18 +62,18 @@ def main() -> None:
     print(f"batch {len(x)}, {args.threads} thread(s), {machine.describe()}")
     rows = []
     if args.float_checkpoint:
-        net = model_from_checkpoint(load_checkpoint(args.float_checkpoint)).eval()
+        net = lsq_model_from_checkpoint(load_lsq_checkpoint(args.float_checkpoint)).eval()
         fl = images_per_s(net, x, args.min_time)
         print(f"{'float (conv + BN)':32s} float      {fl:8.1f} img/s")
         rows.append({"model": "float", "float_img_s": fl})
     for path in args.checkpoint:
-        ckpt = load_checkpoint(path)
+        ckpt = load_lsq_checkpoint(path)
         meta = ckpt["meta"]
         rows.append(time_pair(f"{meta['model']} W{meta['w_bits']}A{meta['a_bits']} ({Path(path).parent.name})",
-                              model_from_checkpoint(ckpt), x, args.min_time))
+                              lsq_model_from_checkpoint(ckpt), x, args.min_time))
     if not args.checkpoint:
         for b in (int(v) for v in args.bits.split(",")):
-            net = to_qat(build_model(args.model), b, b)
+            net = to_qat(build_lsq_model(args.model), b, b)
             net.train()
             with torch.no_grad():
                 net(x)

@@ -149,6 +149,17 @@ def test_workers_sets_threads_and_loader_workers_the_data_loader(tmp_path: Path,
     assert (cfg.workers, cfg.loader_workers) == (3, 2)
 
 
+def test_api_runs_lsq_infer_from_a_config(tmp_path: Path) -> None:
+    from triseg import api
+
+    model, out = tmp_path / "int_model.pt", tmp_path / "report.json"
+    api.export_integer(_qat_model("tiny_vgg", 3, 3), (3, 32, 32), model)
+    report = api.lsq_infer(api.LsqInferConfig(int_model=str(model), eval_limit=8, split="val", json=str(out)))
+    assert report["images"] == 8 and report["split"] == "val" and report["a_bits"] == 3
+    assert json.loads(out.read_text()) == report
+    assert api.IntegerModel.load(model).meta["model"] == "tiny_vgg"
+
+
 def test_device_and_cuda_combine() -> None:
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto", -1) == pick_device("cpu", -1) == torch.device("cpu")

@@ -36,6 +36,15 @@ from triseg.search.space import SearchSpace
 from triseg.search.supervised import SupervisedConfig
 from triseg.search.warm import WarmConfig
 from triseg.teacher import Teacher, load_teacher
+from triseg.jobs import LsqInferConfig, LsqQatConfig, LsqTrainConfig
+from triseg.lsq.infer import run_infer as lsq_infer
+from triseg.lsq.integer import IntegerModel, export_integer
+from triseg.lsq.models import build_model as build_lsq_model
+from triseg.lsq.qat import QuantNet, to_qat
+from triseg.lsq.train import load_checkpoint as load_lsq_checkpoint
+from triseg.lsq.train import model_from_checkpoint as lsq_model_from_checkpoint
+from triseg.lsq.train import train_float as lsq_train
+from triseg.lsq.train import train_qat as lsq_qat
 
 __all__ = [
     "Cifar10", "Config", "Evaluator", "FinalTestConfig", "Score", "Strategy", "TopK", "exact_mse_codes",
@@ -44,4 +53,7 @@ __all__ = [
     "SupervisedJobConfig", "Teacher", "TestMetrics", "TrisegConfig", "TrisegError", "Validation", "WarmConfig",
     "build_space", "evaluate_student", "evaluate_test", "final_test", "load_cifar10", "load_config", "load_data",
     "load_teacher", "make_evaluator", "run_search", "run_supervised",
+    "IntegerModel", "LsqInferConfig", "LsqQatConfig", "LsqTrainConfig", "QuantNet", "build_lsq_model",
+    "export_integer", "load_lsq_checkpoint", "lsq_infer", "lsq_model_from_checkpoint", "lsq_qat", "lsq_train",
+    "to_qat",
 ]
