@@ -269,12 +269,14 @@ LSQ_DATASETS = ("cifar10", "imagenet")
 
 
 def _lsq_model_names() -> list[str]:
+    """The LSQ model registry's names (not the triseg models of ``--model`` elsewhere)."""
     from triseg.lsq.models import MODELS
 
     return list(MODELS)
 
 
 def _lsq_bits(v: object) -> str | None:
+    """A bit width the LSQ quantizer supports (2-8)."""
     from triseg.lsq.quantizer import bad_bits
 
     return bad_bits(v)
