@@ -50,15 +50,13 @@ def test_fuse_qat_convert_round_trip(sample, tmp_path):
     fit(qat, sample, TrainConfig(epochs=1, batch_size=32, lr=1e-3, channels_last=False, max_train_batches=4),
         tmp_path / "q.ckpt", tmp_path / "tb")
     int8 = quant.convert(qat.eval(), "fbgemm")
-    x = sample.test.x[:64]
     rec = attach(int8, Recorder())
     p_int8 = predictions(int8, sample.test.take(64))
     p_qat = predictions(qat, sample.test.take(64))
     assert (p_int8 == p_qat).float().mean() >= 0.9
     recorded = rec.records["block_output.conv1"]
-    assert recorded.raw.is_quantized and recorded.codes.min() >= 0 and recorded.codes.max() <= 255
+    assert recorded.raw.is_quantized and recorded.codes.min() == 0 and recorded.codes.max() > 0  # after ReLU
     assert torch.allclose(recorded.values, recorded.codes.float() * recorded.scale)
-    del x
 
 
 def test_int8_matches_qat_on_a_batch(lenet_int8, sample):

@@ -17,6 +17,8 @@ from triseg.errors import TrisegError
 T1_MIN, T1_MAX = 2, 10
 T1_TMAX_GAP, T2_T1_GAP, T2_TMAX_GAP = 8, 4, 4
 MIN_TMAX = T1_MIN + T1_TMAX_GAP
+CODES = ("t1", "v1", "t2", "v2", "tmax")  # the fields of a layer's map, in LayerCodes and JSON order
+CHOICE_ORDER = ("t1", "t2", "v1", "v2")  # the order codes are chosen in: each range depends on the earlier ones
 
 
 @dataclass(frozen=True)

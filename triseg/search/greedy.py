@@ -13,13 +13,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from triseg.approx.config import LayerCodes
+from triseg.approx.config import CHOICE_ORDER, LayerCodes
 from triseg.search.base import Score, config_key
 from triseg.search.exact_mse import exact_mse_config
 from triseg.search.legal import project
 from triseg.search.space import SearchSpace
 
-FIELDS = ("t1", "t2", "v1", "v2")
 STEPS = (1, 2, 4, 8, 16, 32)
 
 
@@ -37,7 +36,7 @@ class GreedyStrategy:
 
     def _round(self) -> list[dict[str, LayerCodes]]:
         """The configs of the next round that has at least one move (incumbent first)."""
-        coords = [(layer, f) for layer in self.space.layers for f in FIELDS]
+        coords = [(layer, f) for layer in self.space.layers for f in CHOICE_ORDER]
         for _ in range(len(coords)):
             layer, field = coords[self.position % len(coords)]
             self.position += 1

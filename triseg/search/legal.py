@@ -19,6 +19,9 @@ def project(t1: float, v1: float, t2: float, v2: float, tmax: int) -> LayerCodes
     return LayerCodes(t1i, clamp_to(v1_range(t1i, t2i), v1), t2i, clamp_to(v2_range(t2i, tmax), v2), tmax)
 
 
+DECODE_FIELDS = ("t1", "gap", "v1", "v2")  # the fractions :func:`decode` takes, in its argument order
+
+
 def pick(r: range, u: float) -> int:
     """The element of ``r`` at fraction ``u`` in [0, 1] (equal-width bins, so uniform u is uniform)."""
     return r.start + min(len(r) - 1, max(0, math.floor(u * len(r))))

@@ -15,11 +15,8 @@ import optuna
 
 from triseg.approx.config import LayerCodes
 from triseg.search.base import Score
-from triseg.search.legal import decode
+from triseg.search.legal import DECODE_FIELDS, decode
 from triseg.search.space import SearchSpace
-
-FIELDS = ("t1", "gap", "v1", "v2")
-
 
 def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
     """optuna's TPE or CMA-ES sampler, seeded."""
@@ -43,7 +40,7 @@ class OptunaStrategy:
         self.trial = self.study.ask()
         out = {}
         for layer in self.space.layers:
-            u = [self.trial.suggest_float(f"{layer}.{f}", 0.0, 1.0) for f in FIELDS]
+            u = [self.trial.suggest_float(f"{layer}.{f}", 0.0, 1.0) for f in DECODE_FIELDS]
             out[layer] = decode(*u, self.space.tmax[layer])
         return out
 

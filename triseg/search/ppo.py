@@ -16,13 +16,13 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from triseg.approx.config import T1_MAX, T1_MIN, T1_TMAX_GAP, T2_T1_GAP, T2_TMAX_GAP, LayerCodes
+from triseg.approx.config import CHOICE_ORDER, T1_MAX, T1_MIN, T1_TMAX_GAP, T2_T1_GAP, T2_TMAX_GAP, LayerCodes
 from triseg.options import POSITIVE, Options, above, at_least, between, option
 from triseg.search.base import Score
 from triseg.search.space import SearchSpace
 
 NUM_LOGITS = 256
-HEADS = ("t1", "t2", "v1", "v2")
+HEADS = CHOICE_ORDER
 
 
 @dataclass
@@ -123,7 +123,7 @@ class PPOStrategy:
         self.buffer["actions"].append(actions)
         self.buffer["logp"].append(logp)
         self.buffer["values"].append(value)
-        return {layer: LayerCodes(int(a[0]), int(a[2]), int(a[1]), int(a[3]), int(tm))
+        return {layer: LayerCodes(**{h: int(a[i]) for i, h in enumerate(HEADS)}, tmax=int(tm))
                 for layer, a, tm in zip(self.space.layers, actions, self.tmax)}
 
     def tell(self, episode: int, config: dict[str, LayerCodes], score: Score) -> dict[str, float]:

@@ -28,16 +28,13 @@ from torch.overrides import TorchFunctionMode
 from tqdm import tqdm
 
 from triseg.approx.calibrate import code_stats
-from triseg.approx.config import MIN_TMAX, LayerCodes
+from triseg.approx.config import CODES, MIN_TMAX, LayerCodes
 from triseg.approx.losses import kd_loss
 from triseg.data import Split, batches
 from triseg.options import POSITIVE, Options, above, at_least, between, option
 from triseg.recorder import Recorder, attach
 from triseg.search.legal import project
 from triseg.search.space import SearchSpace
-
-FIELDS = ("t1", "v1", "t2", "v2", "tmax")
-
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
     """Round in the forward pass, identity gradient in the backward pass."""
@@ -238,7 +235,7 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
                         writer.add_scalar(f"supervised/{key}", row[key], out.steps)
                     for layer in maps.layers:
                         writer.add_scalar(f"grad_norm/{layer}", row["grad_norm"][layer], out.steps)
-                        for f in FIELDS:
+                        for f in CODES:
                             writer.add_scalar(f"codes/{layer}/{f}", row["codes"][layer][f], out.steps)
             bar.update()
             bar.set_postfix(kd=f"{float(kd.detach()):.4f}", cov=f"{float(cov.detach()):.3f}", refresh=False)
