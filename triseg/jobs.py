@@ -383,3 +383,60 @@ class LsqInferConfig(BatchOptions, LsqThreadOptions, LsqDataOptions):
             raise TrisegError("lsq-infer needs exactly one of --checkpoint (QAT) and --int-model")
         if self.export is not None and self.checkpoint is None:
             raise TrisegError("--export needs --checkpoint (an --int-model is already exported)")
+
+
+# Export: export / export_triseg, verify-export ---------------------------------------------------------------------
+
+def _export_formats() -> list[str]:
+    from triseg.export import FORMATS
+
+    return list(FORMATS)
+
+
+def _onnx_ops() -> list[str]:
+    from triseg.export.onnx_graph import ONNX_OPS
+
+    return list(ONNX_OPS)
+
+
+@dataclass
+class ExportConfig(ModelOptions, BackendOptions):
+    """``export`` / ``export_triseg``: the INT8 teacher, or the student of a config, as ONNX, QONNX or a C header."""
+
+    config_path: str | None = option(None, "result JSON of a search (Windows paths accepted); without it the plain "
+                                           "INT8 teacher is exported")
+    format: str = option("onnx", "onnx (onnxruntime runs it as it is), qonnx (maps as MultiThreshold nodes, for "
+                                 "FINN) or c-header (scales, zero points, codes and 256-entry tables)",
+                         choices=_export_formats)
+    output: str | None = option(None, "output file (default <output-dir>/export/<model>[_<config stem>]<suffix>)")
+    debug_taps: bool = option(False, "onnx/qonnx: add every tap's codes, before and after its map, as graph outputs")
+    onnx_ops: str = option("integer", "onnx: how convs and linears are written: integer (ConvInteger/MatMulInteger "
+                                      "and fbgemm's float32 requantization), qlinear (QLinearConv) or qdq "
+                                      "(DequantizeLinear, float op, QuantizeLinear)", choices=_onnx_ops)
+
+    def check(self) -> None:
+        """The field checks, then: c-header needs a config; --debug-taps and --onnx-ops only where they apply."""
+        from triseg.errors import TrisegError
+
+        super().check()
+        if self.format == "c-header" and self.config_path is None:
+            raise TrisegError("--format c-header writes a config's maps: pass --config-path")
+        if self.format == "c-header" and self.debug_taps:
+            raise TrisegError("--debug-taps applies to --format onnx and qonnx, not c-header")
+        if self.format != "onnx" and self.onnx_ops != "integer":
+            raise TrisegError(f"--onnx-ops applies to --format onnx ({self.format} always uses integer)")
+
+
+@dataclass
+class VerifyExportConfig(ModelOptions, DataOptions, BackendOptions, BatchOptions):
+    """``verify-export``: an exported file in onnxruntime (or qonnx) against the torch INT8 student, image by image."""
+
+    onnx: str = option("", "the exported .onnx file (onnx or qonnx format)", check=not_empty)
+    config_path: str | None = option(None, "the result JSON the file was exported from; without it the file must "
+                                           "be the plain teacher")
+    split: str = option("test", "images to compare", choices=("val", "test"))
+    max_images: int | None = option(None, "use only the first N images of the split", check=POSITIVE)
+    batch_size: int = option(256, "batch size", check=POSITIVE)
+    ort_optimization: str = option("both", "onnxruntime graph optimisations: off, on (all levels) or both runs",
+                                   choices=("off", "on", "both"))
+    report_file: str | None = option(None, "also write the report as JSON to this file")
