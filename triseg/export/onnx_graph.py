@@ -203,14 +203,20 @@ class _Lowering:
         return y
 
     def pool_code_domain(self, n: IntNode, x: str, op: str, **attrs: Any) -> str:
-        """Average pooling on the codes (q - zp) in float, rounded half to even back onto the same grid."""
+        """Average pooling on the codes (q - zp) in float, rounded half to even back onto the same grid.
+
+        The codes come from ``Cast`` (and ``Sub``), not ``DequantizeLinear``: onnxruntime 1.32 fuses
+        DequantizeLinear -> AveragePool -> QuantizeLinear into QLinearAveragePool and then rejects the
+        fused node when its ConstantSharing pass has made the scalar scales shape [1].
+        """
         assert n.zero_point is not None
         b = self.b
-        zp = b.const(f"{n.output}/zp", _u8(n.zero_point))
-        one = b.const(f"{n.output}/one", _f32(1.0))
-        codes = b.op("DequantizeLinear", [x, one, zp], f"{n.output}/codes")
+        codes = b.op("Cast", [x], f"{n.output}/float", to=self.TP.FLOAT)
+        if n.zero_point:
+            codes = b.op("Sub", [codes, b.const(f"{n.output}/zp_f", _f32(n.zero_point))], f"{n.output}/codes")
         mean = b.op(op, [codes], f"{n.output}/mean", **attrs)
-        return b.op("QuantizeLinear", [mean, one, zp], n.output)
+        return b.op("QuantizeLinear", [mean, b.const(f"{n.output}/one", _f32(1.0)),
+                                       b.const(f"{n.output}/zp", _u8(n.zero_point))], n.output)
 
     def add(self, n: IntNode, xa: str, xb: str) -> str:
         assert n.scale is not None and n.zero_point is not None
