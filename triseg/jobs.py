@@ -92,6 +92,13 @@ class ResumeOptions(Options):
 
 
 @dataclass
+class CostOptions(Options):
+    """The energy table of the hardware cost estimate."""
+
+    cost_table: str | None = option(None, "JSON file overriding the per-operation energies (pJ) of the estimate")
+
+
+@dataclass
 class SpaceOptions(Options):
     """Calibration: the histograms and the tmax rule of every search."""
 
@@ -144,7 +151,7 @@ class EvalInt8Config(ModelOptions, DataOptions, BatchOptions, BackendOptions):
 
 
 @dataclass
-class StudentOptions(ModelOptions, DataOptions, SeedOptions, BackendOptions, DeviceOptions):
+class StudentOptions(ModelOptions, DataOptions, SeedOptions, BackendOptions, DeviceOptions, CostOptions):
     """What every mode that runs the INT8 student needs."""
 
 

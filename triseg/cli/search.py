@@ -9,8 +9,9 @@ from triseg.approx.config import config_path
 from triseg.approx.student import evaluate_student
 from triseg.cli.common import load_data, prepare, write_json
 from triseg.cli.modes import Mode
+from triseg.hardware.cost import hardware_report
 from triseg.jobs import EvalConfig, FinalTestConfig, SearchConfig
-from triseg.search.job import SearchRun, final_test, run_search, teacher_for
+from triseg.search.job import SearchRun, energy_table, final_test, run_search, teacher_for
 from triseg.search.result import RESULT_DIR
 
 
@@ -44,11 +45,27 @@ def eval_ppo_int8(cfg: EvalConfig) -> None:
         cov = s.coverage[layer]
         print(f"{layer:<14}{c.t1:>4}{c.v1:>4}{c.t2:>4}{c.v2:>4}{c.tmax:>5}"
               f"{cov['changed_share']:>9.3f}{cov['zeroed_share']:>8.3f}")
+    hardware = hardware_report(model, tcfg.layers, data.test, "test", energy_table(cfg.cost_table),
+                               cfg.batch_size).to_json()
+    print_hardware(hardware)
     out = Path(cfg.output_dir) / RESULT_DIR / f"{config_path(cfg.config_path).stem}.eval.json"
     write_json({"model": cfg.model, "backend": be, "config": cfg.config_path, "images": len(data.test),
                 "acc_teacher": t.accuracy, "acc_student": s.accuracy, "acc_drop": drop,
-                "coverage": s.coverage, "mapped_share": s.mapped_share}, out)
+                "coverage": s.coverage, "mapped_share": s.mapped_share, "hardware": hardware}, out)
     print(f"-> {out}")
+
+
+def print_hardware(hardware: dict) -> None:
+    """The cost model's per-layer table and totals."""
+    print(f"{'conv/linear input':<22}{'source':<10}{'MACs/img':>11}{'skipped':>9}{'selected':>9}{'multiplied':>11}")
+    for name, c in hardware["layers"].items():
+        print(f"{name:<22}{c['source'] or '-':<10}{c['macs_per_image']:>11.0f}{c['skipped_share']:>9.3f}"
+              f"{c['selected_share']:>9.3f}{c['multiplied_share']:>11.3f}")
+    t = hardware["totals"]
+    e = t["energy_estimate_pj_per_image"]
+    print(f"multiplies left: {t['multiplies_left_vs_zero_skipping_int8']:.3f} of zero-skipping INT8, "
+          f"{t['multiplies_left_vs_dense_int8']:.3f} of dense INT8; energy estimate {e['ratio']:.3f} of "
+          f"zero-skipping INT8 ({e['student'] / 1e6:.3f} uJ/image; {hardware['energy_table']['source']})")
 
 
 def final_test_mode(cfg: FinalTestConfig) -> None:

@@ -20,6 +20,8 @@ from triseg.approx.intsim import simulate
 from triseg.artifacts import atomic_write_text
 from triseg.data import Cifar10, load_cifar10
 from triseg.errors import TrisegError
+from triseg.hardware.cost import hardware_report
+from triseg.hardware.energy import DEFAULT_TABLE, load_table
 from triseg.jobs import DataOptions, FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
 from triseg.runlog import set_threads, tensorboard_writer
 from triseg.search import space as space_mod
@@ -90,6 +92,7 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
     """
     set_threads(cfg.workers)
     spec = strategy_spec(cfg.search)
+    table = energy_table(cfg.cost_table)
     teacher = teacher or teacher_for(cfg)
     data = data or load_data(cfg)
     _check_data(data, cfg.no_test)
@@ -114,7 +117,7 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
         "tmax_rule": {"percentile": cfg.space.tmax_percentile, "margin": cfg.space.tmax_margin},
         "best_reward": max(h["reward"] for h in outcome.history),
         **_common_settings(cfg, data), "kd_T": cfg.kd_T,
-    })
+    }, table)
     result.write(paths.result)
     return SearchRun(result, paths, len(outcome.history))
 
@@ -123,6 +126,7 @@ def run_supervised(cfg: SupervisedJobConfig, teacher: Teacher | None = None, dat
                    space: SearchSpace | None = None) -> SearchRun:
     """The gradient-based method, selected on val (and tested) exactly like a search."""
     set_threads(cfg.workers)
+    table = energy_table(cfg.cost_table)
     teacher = teacher or teacher_for(cfg)
     data = data or load_data(cfg)
     _check_data(data, cfg.no_test)
@@ -150,7 +154,7 @@ def run_supervised(cfg: SupervisedJobConfig, teacher: Teacher | None = None, dat
         "search_wall_time_s": round(train_time, 1), "history_file": history.name,
         "tmax_rule": {"percentile": cfg.space.tmax_percentile, "margin": cfg.space.tmax_margin},
         **_common_settings(cfg, data), "kd_T": cfg.kd_T,
-    })
+    }, table)
     result.write(paths.result)
     return SearchRun(result, paths, outcome.steps)
 
@@ -161,23 +165,38 @@ def _common_settings(cfg: SearchConfig | SupervisedJobConfig, data: Cifar10) -> 
             "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}}
 
 
+def energy_table(path: str | None) -> dict[str, Any]:
+    """The energy table of ``--cost-table``, else the default estimate."""
+    return DEFAULT_TABLE if path is None else load_table(path)
+
+
 def select_result(teacher: Teacher, data: Cifar10, top: TopK, max_acc_drop: float, no_test: bool,
-           settings: dict[str, Any]) -> SearchResult:
-    """Select on validation, then evaluate the chosen config on test unless ``no_test``."""
+                  settings: dict[str, Any], cost_table: dict[str, Any] | None = None) -> SearchResult:
+    """Select on validation, then evaluate the chosen config on test unless ``no_test``.
+
+    The result's ``coverage`` and ``hardware`` sections are counted on the split evaluated last.
+    """
     t0 = time.time()
+    table = cost_table or DEFAULT_TABLE
     chosen = select_on_validation(teacher.model, data.val, top, max_acc_drop)
     result = SearchResult(teacher.name, teacher.backend, chosen.config, chosen.reason, chosen.validation,
                           {}, None, {**settings, "teacher": teacher.identity()})
     if no_test:
         result.coverage = coverage_on(teacher.model, chosen.config, data.val, 256, "val")
+        result.settings["hardware"] = hardware_report(teacher.model, chosen.config, data.val, "val",
+                                                      table).to_json()
     else:
-        evaluate_test(result, teacher, data)
+        evaluate_test(result, teacher, data, cost_table=table)
     result.settings["selection_wall_time_s"] = round(time.time() - t0, 1)
     return result
 
 
-def evaluate_test(result: SearchResult, teacher: Teacher, data: Cifar10, batch_size: int = 256) -> SearchResult:
-    """The explicit, single test evaluation of a selected result (in place; an error if already tested)."""
+def evaluate_test(result: SearchResult, teacher: Teacher, data: Cifar10, batch_size: int = 256,
+                  cost_table: dict[str, Any] | None = None) -> SearchResult:
+    """The explicit, single test evaluation of a selected result (in place; an error if already tested).
+
+    Also counts the hardware cost on test (with ``cost_table``, else the result's own table, else the default).
+    """
     if result.test is not None:
         raise TrisegError("this result was already evaluated on the test split (once is the protocol)")
     if len(data.test) == 0:
@@ -187,18 +206,22 @@ def evaluate_test(result: SearchResult, teacher: Teacher, data: Cifar10, batch_s
         raise TrisegError(f"the result was searched on another teacher (sha256 {recorded[:12]}..., "
                           f"loaded {teacher.path} has {teacher.sha256[:12]}...)")
     result.test, result.coverage = evaluate_on_test(teacher.model, result.config, data.test, batch_size)
+    table = cost_table or result.settings.get("hardware", {}).get("energy_table") or DEFAULT_TABLE
+    result.settings["hardware"] = hardware_report(teacher.model, result.config, data.test, "test", table,
+                                                  batch_size).to_json()
     return result
 
 
 def final_test(cfg: FinalTestConfig) -> SearchResult:
     """``final_test``: read a result selected with ``no_test``, test it once, write it back in place."""
     set_threads(cfg.workers)
+    table = None if cfg.cost_table is None else load_table(cfg.cost_table)
     result = SearchResult.read(cfg.config_path)
     if result.test is not None:
         raise TrisegError(f"result {cfg.config_path} was already evaluated on the test split")
     teacher = teacher_for(cfg)
     teacher.check_config(TrisegConfig(result.model, result.backend, result.config, {}), cfg.config_path)
-    evaluate_test(result, teacher, load_data(cfg), cfg.batch_size)
+    evaluate_test(result, teacher, load_data(cfg), cfg.batch_size, cost_table=table)
     result.write(config_path(cfg.config_path))
     return result
 

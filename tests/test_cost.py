@@ -1,0 +1,122 @@
+"""The hardware cost model: hand-counted MACs on a two-layer model, both paths agree, identity maps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from triseg import quant
+from triseg.approx.config import LayerCodes
+from triseg.approx.intsim import simulate
+from triseg.errors import TrisegError
+from triseg.hardware.cost import CostRecorder, as_dict, count, hardware_report
+from triseg.hardware.energy import DEFAULT_TABLE, energy_pj, load_table
+from triseg.models.base import TapModel
+from triseg.recorder import attach
+
+MAP = LayerCodes(t1=2, v1=4, t2=6, v2=8, tmax=10)
+
+
+class TwoLayers(TapModel):
+    """A quantized input -> tap ``a`` -> 3x3 conv (1 -> 2 channels, padding 1) -> linear (32 -> 3)."""
+
+    TAP_MODULES = {"a": "pre"}
+    ATTENTION_LAYERS = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = nn.Identity()
+        self.conv = quant.nnq.Conv2d(1, 2, 3, padding=1)
+        self.fc = quant.nnq.Linear(32, 3)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        x = self.tap("a", self.pre(q))
+        return self.fc(torch.flatten(self.conv(x), 1))
+
+
+def quantized(codes: list[int]) -> torch.Tensor:
+    return torch.quantize_per_tensor(torch.tensor(codes, dtype=torch.float32).view(1, 1, 4, 4) * 0.5, 0.5, 0,
+                                     torch.quint8)
+
+
+
+def run_counts(model: TapModel, q: torch.Tensor, config: dict) -> dict:
+    recorder = CostRecorder(model, config)
+    attach(model, recorder)
+    with torch.no_grad():
+        model(q)
+    recorder.close()
+    attach(model, None)
+    recorder.counts.images = 1
+    return as_dict(recorder.counts)
+
+
+def test_hand_counted_macs_of_a_two_layer_model() -> None:
+    torch.backends.quantized.engine = "x86"
+    model = TwoLayers().eval()
+    q = quantized(list(range(16)))  # codes 0..15 in a 4x4 image
+    student = run_counts(model, q, {"a": MAP})
+    conv = student["layers"]["conv"]
+    # 16 outputs x 2 channels x 9 taps = 288 MACs; 44 padded reads per output channel are zeros.
+    # After the map, codes 0, 1, 2 -> 0 (reads: corner 4 + edge 6 + edge 6 = 16 per channel),
+    # v1 = 4 at (0,3), (1,0), (1,1), (1,2): 4 + 6 + 9 + 9 = 28, v2 = 8 at (1,3), (2,0), (2,1), (2,2): 30.
+    assert (conv["macs"], conv["skipped"], conv["selected"], conv["multiplied"]) == (288, 120, 116, 52)
+    assert conv["source"] == "a" and conv["weights"] == 18
+    fc = student["layers"]["fc"]
+    assert fc["macs"] == 96 and fc["selected"] == 0 and fc["source"] is None and fc["weights"] == 96
+    assert student["tap_elements"] == {"a": 16}
+    teacher = run_counts(model, q, {})["layers"]["conv"]
+    assert (teacher["skipped"], teacher["selected"], teacher["multiplied"]) == (88 + 8, 0, 288 - 96)
+
+
+def test_maps_that_change_nothing_give_the_teachers_counts() -> None:
+    torch.backends.quantized.engine = "x86"
+    model = TwoLayers().eval()
+    q = quantized([0, 11, 12, 0, 13, 14, 15, 0, 20, 0, 0, 30, 40, 11, 0, 12])  # no code in (0, tmax]
+    student, teacher = run_counts(model, q, {"a": MAP}), run_counts(model, q, {})
+    for name in ("conv", "fc"):
+        s, t = student["layers"][name], teacher["layers"][name]
+        assert (s["macs"], s["skipped"], s["selected"], s["multiplied"]) == \
+            (t["macs"], t["skipped"], t["selected"], t["multiplied"])
+
+
+def test_int8_and_simulation_count_the_same(lenet_int8, sample) -> None:
+    int8, _, _ = lenet_int8
+    config = {"conv1": LayerCodes(3, 6, 10, 16, 25), "conv2": LayerCodes(4, 8, 12, 20, 30),
+              "fc1": LayerCodes(2, 5, 9, 15, 24), "fc2": LayerCodes(3, 7, 12, 20, 28)}
+    split = sample.test.take(64)
+    a, b = as_dict(count(int8, config, split, 32)), as_dict(count(simulate(int8), config, split, 32))
+    assert a == b
+    assert a["layers"]["conv1.0"]["source"] is None and a["layers"]["conv2.0"]["source"] == "conv1"
+    assert a["layers"]["conv1.0"]["selected"] == 0 and a["layers"]["conv2.0"]["selected"] > 0
+
+
+def test_report_totals_and_energy(lenet_int8, sample) -> None:
+    int8, _, _ = lenet_int8
+    config = {"conv2": LayerCodes(4, 8, 12, 20, 30)}
+    report = hardware_report(int8, config, sample.test.take(32), "test").to_json()
+    t = report["totals"]
+    assert report["split"] == "test" and report["images"] == 32
+    assert 0 < t["multiplies_left_vs_dense_int8"] < t["multiplies_left_vs_zero_skipping_int8"] < 1
+    assert t["multiplies_per_image"] + t["selects_per_image"] + t["skips_per_image"] == pytest.approx(
+        t["macs_per_image"])
+    expected = energy_pj(DEFAULT_TABLE, t["multiplies_per_image"], t["selects_per_image"],
+                         t["comparisons_per_image"])
+    assert t["energy_estimate_pj_per_image"]["student"] == pytest.approx(expected)
+    assert report["layers"]["classifier.fc1.0"]["source"] == "conv2"
+
+
+def test_cost_table_overrides_and_one_line_errors(tmp_path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"mult8": 1.0}))
+    table = load_table(path)
+    assert table["mult8"] == 1.0 and table["add32"] == DEFAULT_TABLE["add32"] and str(path) in table["source"]
+    for bad, msg in (({"mult8": -1}, "finite number >= 0"), ({"mul8": 1}, "unknown keys"), ([1], "JSON object")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(TrisegError, match=msg):
+            load_table(path)
+    with pytest.raises(TrisegError, match="not found"):
+        load_table(tmp_path / "none.json")

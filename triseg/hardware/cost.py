@@ -1,0 +1,248 @@
+"""The hardware cost model: what the multipliers of every conv and linear layer see.
+
+Counted at the **input of every conv and linear layer** of the INT8 student (the activation operand
+of each multiply-accumulate), per layer and image:
+
+* ``skipped``: the operand is a real zero (code 0, including the zero padding of a conv): a
+  zero-skipping datapath does no work;
+* ``selected``: the operand is one of the two segment values v1/v2 of the tap that produced it
+  (through max pooling, flattening or nothing): the product w·v is precomputed, so a select
+  replaces the multiply;
+* ``multiplied``: anything else, a real 8-bit multiply.
+
+An operand whose producer is not an approximated tap (the image, an unapproximated layer, a residual
+add) can only be skipped when it is zero. The producer of a layer's input is the most recent tap
+with the same quantization scale in the forward pass (pooling and flattening keep the scale; a
+requantizing op does not). The baseline is the teacher counted the same way: **zero-skipping INT8**
+(its non-zero operands are multiplied).
+
+Both execution paths are counted: the INT8 model (codes = ``int_repr - zero_point``) and its integer
+simulation (codes = ``round(x / s_in)``), with identical results when their codes agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from triseg import quant
+from triseg.approx.config import LayerCodes
+from triseg.approx.intsim import SimLinearOrConv
+from triseg.approx.lut import LutEdit
+from triseg.data import Split, batches
+from triseg.recorder import Recorder, attach
+
+OFFSET = 256  # codes lie in [-255, 255]; histograms are indexed by code + OFFSET
+
+
+@dataclass
+class LayerCost:
+    """MAC counts of one conv/linear layer over the counted images."""
+
+    kind: str
+    source: str | None
+    macs: int = 0
+    skipped: int = 0
+    selected: int = 0
+    weights: int = 0
+    comparisons: int = 0
+
+    @property
+    def multiplied(self) -> int:
+        return self.macs - self.skipped - self.selected
+
+    def to_json(self, images: int) -> dict[str, Any]:
+        per = max(1, images)
+        return {"kind": self.kind, "source": self.source, "macs_per_image": self.macs / per,
+                "skipped_share": self.skipped / max(1, self.macs), "selected_share": self.selected / max(1, self.macs),
+                "multiplied_share": self.multiplied / max(1, self.macs), "weights": self.weights,
+                "precomputed_products": 2 * self.weights if self.source else 0}
+
+
+@dataclass
+class CostCounts:
+    """Per-layer counts of one model + config over ``images`` images, and the comparisons at each tap."""
+
+    images: int = 0
+    layers: dict[str, LayerCost] = field(default_factory=dict)
+    tap_elements: dict[str, int] = field(default_factory=dict)
+
+    def total(self, key: str) -> int:
+        return sum(getattr(c, key) for c in self.layers.values())
+
+
+def _codes(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Integer activation codes of a consumer's input and their scale, on either path."""
+    if x.is_quantized:
+        return x.int_repr().to(torch.int64) - int(x.q_zero_point()), float(x.q_scale())
+    s_in = float(module.s_in)
+    return torch.round(x.detach().double() / s_in).to(torch.int64), s_in
+
+
+def _geometry(module: nn.Module) -> dict[str, Any] | None:
+    """Kind, weight shape and conv geometry of a consumer (INT8 module or its simulation), else None."""
+    if isinstance(module, SimLinearOrConv):
+        info = module.info
+    elif quant.is_quantized_module(module):
+        info = quant.int8_layer(module)
+        if info is None or info["kind"] not in ("conv", "linear"):
+            return None
+    else:
+        return None
+    return {"kind": info["kind"], "weight_shape": tuple(info["weight"].shape), "stride": info.get("stride"),
+            "padding": info.get("padding"), "dilation": info.get("dilation"), "groups": info.get("groups", 1)}
+
+
+def _element_weights(geo: dict[str, Any], x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """MACs each input element takes part in (broadcastable to ``x``), and MACs per image."""
+    cout = geo["weight_shape"][0]
+    if geo["kind"] == "linear":
+        return torch.full((1, x.shape[1]), float(cout), dtype=torch.float64), cout * x.shape[1]
+    _, cin_g, kh, kw = geo["weight_shape"]
+    h, w = x.shape[-2:]
+    (sh, sw), (ph, pw), (dh, dw) = geo["stride"], geo["padding"], geo["dilation"]
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cover = F.conv_transpose2d(torch.ones(1, 1, oh, ow, dtype=torch.float64),
+                               torch.ones(1, 1, kh, kw, dtype=torch.float64), stride=(sh, sw), dilation=(dh, dw))
+    cover = cover[0, 0, ph:ph + h, pw:pw + w]
+    full = torch.zeros(h, w, dtype=torch.float64)
+    full[: cover.shape[0], : cover.shape[1]] = cover[:h, :w]
+    per_out_channel = cout // geo["groups"]
+    return (full * per_out_channel).view(1, 1, h, w), cout * oh * ow * cin_g * kh * kw
+
+
+class CostRecorder(Recorder):
+    """Applies the maps at the taps, notes each tap's scale, and counts every consumer's operands."""
+
+    def __init__(self, model: nn.Module, config: dict[str, LayerCodes]) -> None:
+        self.tap_layer = {model.tap_name(layer): layer for layer in model.layers()}
+        super().__init__({model.tap_name(k): LutEdit(v) for k, v in config.items()}, keep=set())
+        self.config = config
+        self.counts = CostCounts()
+        self.recent: list[tuple[float, str]] = []  # (scale, layer) of the taps seen in this forward pass
+        self.hooks = []
+        for name, module in model.named_modules():
+            geo = _geometry(module)
+            if geo is not None:
+                self.hooks.append(module.register_forward_pre_hook(self._consumer(name, geo)))
+
+    def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        x = self.maybe_edit(name, x)
+        layer = self.tap_layer.get(name)
+        qp = self.qparams(name, x)
+        if layer is not None and qp is not None:
+            self.recent.append((qp[0], layer))
+            if layer in self.config:
+                per_image = x[0].numel()
+                self.counts.tap_elements[layer] = self.counts.tap_elements.get(layer, 0) + per_image * x.shape[0]
+        return x
+
+    def _consumer(self, name: str, geo: dict[str, Any]):
+        def hook(module: nn.Module, args: tuple) -> None:
+            x = args[0]
+            codes, scale = _codes(module, x)
+            source = next((layer for s, layer in reversed(self.recent) if s == scale), None)
+            weights, macs_per_image = _element_weights(geo, codes)
+            hist = torch.bincount((codes + OFFSET).flatten(), weights=weights.expand_as(codes).flatten(),
+                                  minlength=2 * OFFSET)
+            batch = codes.shape[0]
+            macs = macs_per_image * batch
+            counted = round(float(hist.sum()))
+            skipped = round(float(hist[OFFSET])) + (macs - counted)
+            selected = 0
+            if source in self.config:
+                c = self.config[source]
+                selected = round(float(hist[OFFSET + c.v1] + hist[OFFSET + c.v2]))
+            cost = self.counts.layers.setdefault(name, LayerCost(geo["kind"], source if source in self.config
+                                                                 else None))
+            cost.macs += macs
+            cost.skipped += skipped
+            cost.selected += selected
+            cost.weights = int(torch.tensor(geo["weight_shape"]).prod())
+        return hook
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def count(model: nn.Module, config: dict[str, LayerCodes], split: Split, batch_size: int = 256) -> CostCounts:
+    """Run ``model`` with ``config`` over ``split`` and count every consumer's operands."""
+    recorder = CostRecorder(model, config)
+    previous = model.recorder
+    attach(model, recorder)
+    model.eval()
+    try:
+        for x, _ in batches(split, batch_size):
+            recorder.recent = []
+            model(x)
+            recorder.counts.images += len(x)
+    finally:
+        recorder.close()
+        attach(model, previous)
+    return recorder.counts
+
+
+@dataclass
+class HardwareReport:
+    """The student's counts against the teacher's (zero-skipping INT8), with an energy estimate."""
+
+    split: str
+    images: int
+    student: CostCounts
+    teacher: CostCounts
+    energy_table: dict[str, Any]
+
+    def totals(self) -> dict[str, Any]:
+        from triseg.hardware.energy import energy_pj
+
+        s, t = self.student, self.teacher
+        dense = s.total("macs")
+        teacher_mult = t.total("macs") - t.total("skipped")
+        student_mult = s.total("multiplied")
+        per = max(1, self.images)
+        comparisons = 3 * sum(s.tap_elements.values())
+        e_student = energy_pj(self.energy_table, student_mult, s.total("selected"), comparisons) / per
+        e_teacher = energy_pj(self.energy_table, teacher_mult, 0, 0) / per
+        return {
+            "macs_per_image": dense / per,
+            "multiplies_left_vs_zero_skipping_int8": student_mult / max(1, teacher_mult),
+            "multiplies_left_vs_dense_int8": student_mult / max(1, dense),
+            "multiplies_per_image": student_mult / per,
+            "selects_per_image": s.total("selected") / per,
+            "skips_per_image": s.total("skipped") / per,
+            "teacher_multiplies_per_image": teacher_mult / per,
+            "precomputed_products": sum(2 * c.weights for c in s.layers.values() if c.source),
+            "comparisons_per_image": comparisons / per,
+            "comparators_per_tap": {k: 3 for k in s.tap_elements},
+            "energy_estimate_pj_per_image": {"student": e_student, "teacher_zero_skipping": e_teacher,
+                                             "ratio": e_student / e_teacher if e_teacher else float("nan")},
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {"split": self.split, "images": self.images, "totals": self.totals(),
+                "layers": {k: c.to_json(self.images) for k, c in self.student.layers.items()},
+                "energy_table": self.energy_table}
+
+
+def hardware_report(model: nn.Module, config: dict[str, LayerCodes], split: Split, split_name: str,
+                    energy_table: dict[str, Any] | None = None, batch_size: int = 256) -> HardwareReport:
+    """Count the student and the teacher on ``split`` (the split being evaluated)."""
+    from triseg.hardware.energy import DEFAULT_TABLE
+
+    student = count(model, config, split, batch_size)
+    teacher = count(model, {}, split, batch_size)
+    return HardwareReport(split_name, student.images, student, teacher, energy_table or DEFAULT_TABLE)
+
+
+def as_dict(counts: CostCounts) -> dict[str, Any]:
+    """Raw counts (for tests and debugging)."""
+    return {"images": counts.images, "layers": {k: {**asdict(c), "multiplied": c.multiplied}
+                                                for k, c in counts.layers.items()},
+            "tap_elements": counts.tap_elements}
