@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import machine
-from triseg import artifacts, quant
-from triseg.models import MODELS, build_model
+from triseg import api
 
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
 
@@ -38,7 +37,7 @@ def per_second(fn, images: int, min_time: float = 1.0, warmup: int = 1) -> float
 def bench_model(name: str, engine: str, min_time: float) -> dict[str, float]:
     """All throughputs of one model."""
     torch.manual_seed(0)
-    model = build_model(name).train().to(memory_format=torch.channels_last)
+    model = api.build_model(name).train().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x_train = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y_train = torch.randint(0, 10, (128,))
@@ -50,13 +49,13 @@ def bench_model(name: str, engine: str, min_time: float) -> dict[str, float]:
         opt.step()
 
     row = {"train": per_second(step, 128, min_time)}
-    fp32 = build_model(name).eval()
-    qat = artifacts.qat_skeleton(name, "fbgemm")
+    fp32 = api.build_model(name).eval()
+    qat = api.qat_skeleton(name, "fbgemm")
     with torch.no_grad():
         for _ in range(3):
             qat(torch.randn(32, 3, 32, 32))
     qat.eval()
-    int8 = quant.convert(qat, engine)
+    int8 = api.convert_int8(qat, engine)
     with torch.no_grad():
         for batch in (32, 256):
             x = torch.randn(batch, 3, 32, 32)
@@ -69,7 +68,7 @@ def bench_model(name: str, engine: str, min_time: float) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--models", nargs="+", default=list(api.MODELS))
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--engine", default="x86", help="INT8 kernels (x86 or fbgemm)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
@@ -88,9 +87,7 @@ def main() -> None:
     text = "\n".join(lines)
     print("\n" + text)
     if args.out:
-        from triseg.artifacts import atomic_write_text
-
-        atomic_write_text(text + "\n", args.out)
+        api.atomic_write_text(text + "\n", args.out)
 
 
 if __name__ == "__main__":

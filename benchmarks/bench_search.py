@@ -17,27 +17,21 @@ import warnings
 import torch
 
 import machine
-from triseg import artifacts, quant
-from triseg.approx.student import install
-from triseg.data import Split
-from triseg.recorder import attach
-from triseg.search.base import EpisodeBatches, Evaluator
-from triseg.search.ppo import PPOConfig, PPOStrategy
-from triseg.search.space import build_space
+from triseg import api
 
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
 
 
 def int8_model(name: str, engine: str) -> torch.nn.Module:
     """The zoo's INT8 model when there is one, else an untrained one calibrated on random images."""
-    if artifacts.stage_path(artifacts.ZOO_DIR, name, "int8").exists():
-        return artifacts.load_int8(artifacts.ZOO_DIR, name, engine)[0]
+    if api.stage_path(api.ZOO_DIR, name, "int8").exists():
+        return api.load_int8(api.ZOO_DIR, name, engine)[0]
     torch.manual_seed(0)
-    qat = artifacts.qat_skeleton(name, "fbgemm")
+    qat = api.qat_skeleton(name, "fbgemm")
     with torch.no_grad():
         for _ in range(4):
             qat(torch.randn(32, 3, 32, 32))
-    return quant.convert(qat.eval(), engine)
+    return api.convert_int8(qat.eval(), engine)
 
 
 def seconds(fn, n: int) -> float:
@@ -52,15 +46,15 @@ def seconds(fn, n: int) -> float:
 def bench(name: str, engine: str, episodes: int) -> dict[str, float]:
     model = int8_model(name, engine)
     gen = torch.Generator().manual_seed(0)
-    train = Split(torch.randint(0, 256, (32 * 40, 3, 32, 32), dtype=torch.uint8, generator=gen),
+    train = api.Split(torch.randint(0, 256, (32 * 40, 3, 32, 32), dtype=torch.uint8, generator=gen),
                   torch.randint(0, 10, (32 * 40,), generator=gen))
-    space = build_space(model, train, 8, 32, quant.activation_top_code("fbgemm"))
+    space = api.calibrate_space(model, train, 8, 32, api.activation_top_code("fbgemm"))
     taps = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
-    batches = EpisodeBatches(model, train, 32, taps)
+    batches = api.EpisodeBatches(model, train, 32, taps)
     for e in range(batches.num_batches):
         batches.teacher_outputs(e)
-    evaluator = Evaluator(model, batches)
-    ppo = PPOStrategy(space, PPOConfig(), seed=0)
+    evaluator = api.Evaluator(model, batches)
+    ppo = api.PPOStrategy(space, api.PPOConfig(), seed=0)
 
     def episode(i: int) -> None:
         cfg = ppo.ask(i)
@@ -71,9 +65,9 @@ def bench(name: str, engine: str, episodes: int) -> dict[str, float]:
     x = batches.inputs(0)
     with torch.no_grad():
         bare = seconds(lambda i: model(x), 20)
-        install(model, cfg)
+        api.install(model, cfg)
         mapped = seconds(lambda i: model(x), 20)
-        attach(model, None)
+        api.attach(model, None)
     ppo.buffer = {k: [] for k in ppo.buffer}
     ask = seconds(ppo.ask, ppo.cfg.update_timestep - 1)
     ppo.buffer["rewards"] = torch.randn(ppo.cfg.update_timestep).tolist()

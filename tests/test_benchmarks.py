@@ -30,3 +30,25 @@ def test_search_compare_honours_the_tmax_rule_and_no_test(tmp_path, sample) -> N
         assert "metrics" not in result and result["coverage"]["split"] == "val"
     table = (tmp_path / "cmp" / "lenet5" / "table.md").read_text()
     assert "`random`" in table and "not evaluated" in table
+
+
+def test_benchmarks_use_only_the_public_api() -> None:
+    offenders = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            text = line.strip()
+            if (text.startswith("from triseg") or text.startswith("import triseg")) and \
+                    not text.startswith(("from triseg import api", "from triseg.api import")):
+                offenders.append(f"{path.name}:{number}: {text}")
+    assert offenders == []
+
+
+def test_cli_modules_are_imported_only_by_the_cli() -> None:
+    offenders = []
+    for path in sorted((ROOT / "triseg").rglob("*.py")):
+        if "cli" in path.relative_to(ROOT / "triseg").parts[:1] or path.name in ("api.py", "__main__.py"):
+            continue
+        lines = path.read_text().splitlines()
+        if any(line.strip().startswith(("from triseg.cli", "import triseg.cli")) for line in lines):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []

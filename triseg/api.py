@@ -17,22 +17,28 @@ Every settings object is a checked dataclass (:mod:`triseg.jobs`): an illegal va
 """
 
 from triseg.approx.config import LayerCodes, TrisegConfig, load_config
+from triseg.artifacts import ZOO_DIR, load_int8, qat_skeleton, stage_path
 from triseg.approx.intsim import simulate
 from triseg.approx.student import Config, StudentEval, evaluate_student, install
 from triseg.artifacts import atomic_write_text
 from triseg.cli.parser import parse_options
 from triseg.data import Cifar10, Split, batches, load_cifar10
 from triseg.errors import TrisegError
+from triseg.hardware.cost import HardwareReport, hardware_report
+from triseg.models import MODELS, build_model
+from triseg.quant import activation_top_code
+from triseg.quant import convert as convert_int8
 from triseg.jobs import FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
-from triseg.search.base import Evaluator, Score, Strategy, TopK
+from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy, TopK
 from triseg.search.exact_mse import exact_mse_codes
 from triseg.search.job import (SearchRun, build_space, evaluate_test, final_test, load_data, make_evaluator,
                                run_search, run_supervised, select_result)
 from triseg.recorder import attach
-from triseg.search.ppo import PPOConfig
+from triseg.search.ppo import PPOConfig, PPOStrategy
 from triseg.search.registry import STRATEGIES
 from triseg.search.result import RunPaths, SearchResult, TestMetrics, Validation
 from triseg.search.space import SearchSpace
+from triseg.search.space import build_space as calibrate_space
 from triseg.search.supervised import SupervisedConfig
 from triseg.search.warm import WarmConfig
 from triseg.teacher import Teacher, load_teacher
@@ -47,6 +53,8 @@ from triseg.lsq.train import train_float as lsq_train
 from triseg.lsq.train import train_qat as lsq_qat
 
 __all__ = [
+    "EpisodeBatches", "HardwareReport", "MODELS", "PPOStrategy", "ZOO_DIR", "activation_top_code", "build_model",
+    "calibrate_space", "convert_int8", "hardware_report", "load_int8", "qat_skeleton", "stage_path",
     "Cifar10", "Config", "Evaluator", "FinalTestConfig", "Score", "Strategy", "TopK", "exact_mse_codes",
     "parse_options", "select_result", "atomic_write_text", "attach", "batches", "install", "simulate", "LayerCodes", "PPOConfig", "RunPaths", "STRATEGIES", "SearchConfig",
     "SearchResult", "SearchRun", "SearchSpace", "SpaceOptions", "Split", "StudentEval", "SupervisedConfig",
