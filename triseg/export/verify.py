@@ -196,16 +196,54 @@ def op_counts(model: Any) -> dict[str, int]:
                                for n in model.graph.node).items()))
 
 
-def optimised_ops(path: str | Path, threads: int) -> dict[str, int]:
-    """The op types of the graph onnxruntime runs with every optimisation on."""
+def optimised_ops(model: str | Path | bytes, threads: int) -> dict[str, int]:
+    """The op types of the graph onnxruntime runs with every optimisation on (a file or a serialized model)."""
     onnx = require("onnx")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "optimised.onnx")
-        ort_session(str(path), threads, optimize=True, optimized_path=out)
+        ort_session(model if isinstance(model, bytes) else str(model), threads, optimize=True, optimized_path=out)
         return op_counts(onnx.load(out))
 
 
 @torch.no_grad()
+def compare(references: dict[str, Teacher], config: TrisegConfig | None, runners: dict[str, Runner], split: Split,
+            batch_size: int) -> dict[str, dict[str, Agreement]]:
+    """Every runner against every torch reference on ``split``: ``stats[runner][reference]``.
+
+    Each batch runs once in each runtime and once in each reference, so runners are compared on
+    the same images in one pass.
+    """
+    stats = {r: {ref: Agreement() for ref in references} for r in runners}
+    recorders = {name: _TapRecorder(t, config) for name, t in references.items()}
+    previous = {name: t.model.recorder for name, t in references.items()}
+    for name, t in references.items():
+        attach(t.model, recorders[name])
+    try:
+        for x, y in batches(split, batch_size):
+            refs = {}
+            for name, t in references.items():
+                recorders[name].values = {}
+                refs[name] = t.model(x).numpy()
+            for r, run in runners.items():
+                out = run(x.numpy())
+                for name in references:
+                    stats[r][name].update(refs[name], recorders[name].values, out, y.numpy())
+    finally:
+        for name, t in references.items():
+            attach(t.model, previous[name])
+    return stats
+
+
+def runners_for(path: str | Path, model: Any, meta: dict[str, str], threads: int,
+                opt_levels: tuple[str, ...] = OPT_LEVELS) -> dict[str, Runner]:
+    """How to run an export: qonnx's ``execute_onnx`` for ``qonnx`` files, else onnxruntime per optimisation level."""
+    if meta.get("format") == "qonnx":
+        wrapper = require("qonnx.core.modelwrapper")
+        return {"qonnx": QonnxRunner(wrapper.ModelWrapper(model), threads)}
+    return {f"ort_opt_{level}": ort_runner(ort_session(str(path), threads, optimize=level == "on"))
+            for level in opt_levels}
+
+
 def verify(teacher: Teacher, config: TrisegConfig | None, path: str | Path, split: Split, batch_size: int,
            threads: int = 1, opt_levels: tuple[str, ...] = OPT_LEVELS) -> dict[str, Any]:
     """Run the export in ``path`` and the torch student on ``split``; agreement per runtime setting.
@@ -215,30 +253,13 @@ def verify(teacher: Teacher, config: TrisegConfig | None, path: str | Path, spli
     """
     model, meta = load_export(path)
     check_export(meta, path, teacher, config)
-    runners: dict[str, Runner] = {}
-    if meta.get("format") == "qonnx":
-        wrapper = require("qonnx.core.modelwrapper")
-        runners["qonnx"] = QonnxRunner(wrapper.ModelWrapper(model), threads)
-    else:
-        for level in opt_levels:
-            runners[f"ort_opt_{level}"] = ort_runner(ort_session(str(path), threads, optimize=level == "on"))
-    stats = {name: Agreement() for name in runners}
-    recorder = _TapRecorder(teacher, config)
-    previous = teacher.model.recorder
-    attach(teacher.model, recorder)
-    try:
-        for x, y in batches(split, batch_size):
-            recorder.values = {}
-            ref = teacher.model(x).numpy()
-            for name, run in runners.items():
-                stats[name].update(ref, recorder.values, run(x.numpy()), y.numpy())
-    finally:
-        attach(teacher.model, previous)
+    runners = runners_for(path, model, meta, threads, opt_levels)
+    stats = compare({"torch": teacher}, config, runners, split, batch_size)
     report: dict[str, Any] = {
         "file": str(path), "format": meta.get("format"), "ops": meta.get("ops"), "model": teacher.name,
         "config": meta.get("config_file") or None, "engine": torch.backends.quantized.engine,
-        "images": len(split), "debug_outputs": any(s.taps for s in stats.values()),
-        "runs": {name: s.as_dict() for name, s in stats.items()}, "file_ops": op_counts(model),
+        "images": len(split), "debug_outputs": any(s["torch"].taps for s in stats.values()),
+        "runs": {name: s["torch"].as_dict() for name, s in stats.items()}, "file_ops": op_counts(model),
     }
     if "ort_opt_on" in runners:
         report["optimised_ops"] = optimised_ops(path, threads)
