@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from triseg.approx.calibrate import TMAX_MARGIN, TMAX_PERCENTILE
-from triseg.options import (NON_NEGATIVE, POSITIVE, Options, above, at_least, between, not_empty, option,
-                            plain_file_name)
+from triseg.approx.config import config_path as spelled_path
+from triseg.options import (NON_NEGATIVE, POSITIVE, Options, above, at_least, between, input_file, input_folder,
+                            input_path, not_empty, option, output_file, output_folder, output_name, threads)
 from triseg.quant import BACKENDS
+from triseg.search.base import OBJECTIVES
 from triseg.search.ppo import PPOConfig
 from triseg.search.supervised import SupervisedConfig
 from triseg.search.warm import WarmConfig
@@ -37,8 +39,8 @@ class ModelOptions(Options):
     """Which model, where its files live, how many CPU threads."""
 
     model: str = option("vgg16", "model name (see `triseg models`)", choices=_model_names)
-    output_dir: str = option("outputs", "where model files and results go", check=not_empty)
-    workers: int | None = option(None, "CPU threads for tensor math (default: all cores)", check=POSITIVE)
+    output_dir: str = option("outputs", "where model files and results go", check=output_folder())
+    workers: int | None = option(None, "CPU threads for tensor math (default: all cores)", check=threads())
 
 
 @dataclass
@@ -46,7 +48,8 @@ class DataOptions(Options):
     """Where CIFAR-10 is and how much of train becomes the validation split."""
 
     data_dir: str | None = option(None, "CIFAR-10: cifar-10-batches-py folder, ImageFolder tree or .tar(.gz) of "
-                                        "one; default $TRISEG_DATA_DIR, else the tiny sample shipped with triseg")
+                                        "one; default $TRISEG_DATA_DIR, else the tiny sample shipped with triseg",
+                                 check=input_path(unless="download"))
     download: bool = option(False, "download CIFAR-10 into --data-dir when missing")
     val_size: int | None = option(None, "validation images carved from train (default 5000, or 10% of a smaller "
                                         "train split)", check=POSITIVE)
@@ -88,14 +91,15 @@ class DeviceOptions(Options):
 class ResumeOptions(Options):
     """Continuing an interrupted run."""
 
-    resume: bool = option(False, "continue an interrupted run from its checkpoint")
+    resume: bool = option(False, "continue an interrupted run from its checkpoint (an error when there is none)")
 
 
 @dataclass
 class CostOptions(Options):
     """The energy table of the hardware cost estimate."""
 
-    cost_table: str | None = option(None, "JSON file overriding the per-operation energies (pJ) of the estimate")
+    cost_table: str | None = option(None, "JSON file overriding the per-operation energies (pJ) of the estimate",
+                                    check=input_file())
 
 
 @dataclass
@@ -106,6 +110,8 @@ class SpaceOptions(Options):
     tmax_percentile: float = option(TMAX_PERCENTILE, "tmax = this percentile of the non-zero codes + --tmax-margin",
                                     check=between(0, 100, low_open=True))
     tmax_margin: int = option(TMAX_MARGIN, "added to the percentile for tmax", check=between(-255, 255))
+    dynamic_tmax: bool = option(False, "search tmax per layer in [10, the backend's top code] (random, tpe, cmaes, "
+                                       "greedy, ppo, ppo-warm); the rule's tmax is then only the starting point")
 
 
 @dataclass
@@ -122,6 +128,7 @@ class TrainFloatConfig(ModelOptions, DataOptions, SeedOptions, BatchOptions, Dev
     schedule: str = option("onecycle", "learning-rate schedule", choices=("onecycle", "cosine"))
     weight_decay: float = option(5e-4, "SGD weight decay", check=at_least(0))
     max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
+    resume_or_start: bool = option(False, "continue from the checkpoint if there is one, else start from scratch")
 
 
 @dataclass
@@ -136,6 +143,7 @@ class TrainQATConfig(ModelOptions, DataOptions, SeedOptions, BatchOptions, Devic
     freeze_observer_epoch: int | None = option(None, "epoch (0-based) from which observers are frozen "
                                                      "(default 70% of --qat-epochs)", check=NON_NEGATIVE)
     max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
+    resume_or_start: bool = option(False, "continue from the checkpoint if there is one, else start from scratch")
 
 
 @dataclass
@@ -148,6 +156,8 @@ class ExportInt8Config(ModelOptions):
 @dataclass
 class EvalInt8Config(ModelOptions, DataOptions, BatchOptions, BackendOptions):
     """``eval_int8``: INT8 test accuracy and agreement with the QAT model."""
+
+    cli_hidden = ("val_size",)
 
 
 @dataclass
@@ -163,11 +173,18 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
     search: str = option("ppo", "search strategy", choices=_strategy_names)
     episodes: int = option(500, "student evaluations (the budget)", check=POSITIVE)
     result_file: str = option("result.json", "name of the result JSON under <output-dir>/tri_ppo_int_codes/",
-                              check=plain_file_name)
+                              check=output_name("output_dir", "tri_ppo_int_codes"))
     max_acc_drop: float = option(2.0, "accuracy drop limit in points", check=at_least(0))
     kd_T: float = option(2.0, "KD temperature", check=above(0))
     attention_weight: float = option(100.0, "weight of the attention-transfer term", check=at_least(0))
-    top_k: int = option(30, "configs kept for the validation pass", check=POSITIVE)
+    objective: str = option("reward", "reward: the original (closest student wins); savings: fewest multiplies "
+                                      "within the drop limit", choices=OBJECTIVES)
+    savings_weight: float = option(1.0, "savings: weight of the distillation loss against multiplies left in the "
+                                        "episode reward", check=at_least(0))
+    safety_margin: float = option(1.0, "savings: the chosen config's validation drop must stay within "
+                                       "--max-acc-drop minus this margin", check=at_least(0))
+    top_k: int = option(30, "configs kept for the validation pass (savings: points of the Pareto front)",
+                        check=POSITIVE)
     eval_every: int = option(100, "log codes every N episodes", check=POSITIVE)
     checkpoint_every: int = option(100, "checkpoint every N episodes", check=POSITIVE)
     stop_after: int | None = option(None, "stop (resumably) after N episodes", check=POSITIVE)
@@ -182,7 +199,7 @@ class SupervisedJobConfig(StudentOptions, BatchOptions):
     """``train_supervised_triseg``: the gradient-based method, selected and tested like a search."""
 
     result_file: str = option("supervised.json", "name of the result JSON under <output-dir>/tri_ppo_int_codes/",
-                              check=plain_file_name)
+                              check=output_name("output_dir", "tri_ppo_int_codes"))
     max_acc_drop: float = option(2.0, "accuracy drop limit in points", check=at_least(0))
     kd_T: float = option(2.0, "KD temperature", check=above(0))
     no_test: bool = option(False, "select on validation and never open the test split (run final_test later)")
@@ -194,13 +211,15 @@ class SupervisedJobConfig(StudentOptions, BatchOptions):
 class ConfigPathOptions(Options):
     """A search's result JSON."""
 
-    config_path: str = option("", "result JSON of a search (Windows paths accepted)", check=not_empty)
+    config_path: str = option("", "result JSON of a search (Windows paths accepted)",
+                              check=input_file(convert=spelled_path, required=True))
 
 
 @dataclass
 class EvalConfig(StudentOptions, BatchOptions, ConfigPathOptions):
     """``eval_ppo_int8``: test accuracy of a config and its per-layer coverage."""
 
+    cli_hidden = ("seed", "val_size")
     batch_size: int = option(256, "batch size", check=POSITIVE)
 
 
@@ -208,6 +227,7 @@ class EvalConfig(StudentOptions, BatchOptions, ConfigPathOptions):
 class FinalTestConfig(StudentOptions, BatchOptions, ConfigPathOptions):
     """``final_test``: evaluate a result selected on validation once on the test split, in place."""
 
+    cli_hidden = ("seed", "val_size")
     batch_size: int = option(256, "batch size", check=POSITIVE)
 
 
@@ -215,7 +235,10 @@ class FinalTestConfig(StudentOptions, BatchOptions, ConfigPathOptions):
 class ZooAddConfig(ModelOptions):
     """``zoo_add``: copy a model's stages into the zoo."""
 
-    zoo_dir: str = option("", "zoo folder (default: zoo/ in the repository)")
+    cli_hidden = ("workers",)
+    output_dir: str = option("outputs", "where the model files and their eval_int8 JSON are read from",
+                             check=input_folder())
+    zoo_dir: str = option("", "zoo folder (default: zoo/ in the repository)", check=output_folder(required=False))
     command: list[str] = option(help="a command that produced the files (repeatable)", default_factory=list)
 
 
@@ -230,6 +253,13 @@ class SampleOptions(ModelOptions, DataOptions, SeedOptions, BatchOptions, Backen
 @dataclass
 class DumpConfig(SampleOptions):
     """``dump_acts_float`` / ``dump_acts_int8``."""
+
+
+@dataclass
+class DumpFloatConfig(DumpConfig):
+    """``dump_acts_float``: the float model has no backend or INT8 kernels."""
+
+    cli_hidden = ("backend", "engine")
 
 
 @dataclass
@@ -254,20 +284,27 @@ class PercentilesConfig(SampleOptions):
 class SensitivityConfig(StudentOptions, BatchOptions, ConfigPathOptions):
     """``analyze_sensitivity``."""
 
+    cli_hidden = ("seed", "cost_table")
     batch_size: int = option(256, "batch size", check=POSITIVE)
     split: str = option("val", "split to evaluate on (selection decisions must not use test)", choices=("val", "test"))
     max_images: int | None = option(None, "use only the first N images of the split", check=POSITIVE)
+    allow_other_teacher: bool = option(False, "run even when the INT8 model differs from the teacher the result "
+                                              "was searched on (the output says so)")
 
 
 @dataclass
 class ReportConfig(SensitivityConfig):
     """``report``: one self-contained HTML page about a result."""
 
-    run_dir: str | None = option(None, "the search's --output-dir (history JSON, checkpoints/); default: the "
-                                       "folder above the config's tri_ppo_int_codes/")
+    cli_hidden = ("cost_table",)
+    run_dir: str | None = option(None, "the search's --output-dir (its teacher, history JSON, checkpoints/); "
+                                       "default: the folder above the config's tri_ppo_int_codes/",
+                                 check=input_folder())
     hist_batches: int = option(8, "batches for the code histograms", check=POSITIVE)
-    sensitivity_file: str | None = option(None, "reuse an analyze_sensitivity JSON instead of recomputing it")
-    report_file: str | None = option(None, "HTML file name (default <config stem>.html)", check=plain_file_name)
+    sensitivity_file: str | None = option(None, "reuse an analyze_sensitivity JSON instead of recomputing it",
+                                          check=input_file())
+    report_file: str | None = option(None, "HTML file name (default <config stem>.html)",
+                                     check=output_name("output_dir", "reports"))
 
 
 # LSQ: lsq-train, lsq-qat, lsq-infer ------------------------------------------------------------------------------
@@ -293,7 +330,7 @@ def _lsq_bits(v: object) -> str | None:
 class LsqThreadOptions(Options):
     """CPU threads, spelled ``--workers`` as in every triseg mode (``--threads`` in the original LSQ tool)."""
 
-    workers: int | None = option(None, "CPU threads for torch (default: torch's choice)", check=POSITIVE,
+    workers: int | None = option(None, "CPU threads for torch (default: torch's choice)", check=threads(),
                                  aliases=("--threads",))
 
 
@@ -304,12 +341,12 @@ class LsqDataOptions(Options):
     dataset: str = option("cifar10", "cifar10 (any layout triseg reads) or imagenet (ImageFolder tree with train/ "
                                      "and val/)", choices=LSQ_DATASETS)
     data_dir: str | None = option(None, "dataset location; default $TRISEG_DATA_DIR, else the tiny CIFAR-10 "
-                                        "sample shipped with triseg")
+                                        "sample shipped with triseg", check=input_path())
     val_size: int | None = option(None, "CIFAR-10 validation images carved from train (default 5000, or 10% of a "
                                         "smaller train split)", check=POSITIVE)
     eval_limit: int | None = option(None, "use only the first N val/test images", check=POSITIVE)
     loader_workers: int = option(2, "ImageNet DataLoader worker processes (0: load in the main process)",
-                                 check=NON_NEGATIVE)
+                                 check=threads(0))
 
 
 @dataclass
@@ -320,14 +357,16 @@ class LsqTrainingOptions(LsqThreadOptions, LsqDataOptions, SeedOptions, BatchOpt
     means the CPU. ``--cuda N`` with ``--device cpu``, or ``--cuda -1`` with ``--device cuda``, is an error.
     """
 
-    output_dir: str = option("", "checkpoint.pt and metrics.json go here (required)", check=not_empty,
+    output_dir: str = option("", "checkpoint.pt and metrics.json go here (required)", check=output_folder(),
                              aliases=("--out-dir",))
     epochs: int | None = option(None, "training epochs (required)", check=POSITIVE)
     train_limit: int | None = option(None, "use only the first N training images (smoke runs)", check=POSITIVE)
     cuda: int | None = option(None, "GPU index for --device auto or cuda, -1 = the CPU (the original spelling); "
                                     "N >= 0 with --device cpu or -1 with --device cuda is an error",
                               check=at_least(-1), metavar="N")
-    log_dir: str = option("logs", "TensorBoard root; events go to <log-dir>/<output-dir's name>", check=not_empty)
+    log_dir: str = option("logs", "TensorBoard root; events go to <log-dir>/<output-dir's name>",
+                          check=output_folder())
+    resume_or_start: bool = option(False, "continue from checkpoint.pt if there is one, else start from scratch")
 
     def check(self) -> None:
         """The field checks, then: --epochs given, --cuda consistent with --device."""
@@ -358,7 +397,8 @@ class LsqQatConfig(LsqTrainingOptions):
 
     model: str | None = option(None, "LSQ network (default: the checkpoint's; when given it must match)",
                                choices=_lsq_model_names)
-    float_checkpoint: str | None = option(None, "checkpoint.pt written by lsq-train (not needed with --resume)")
+    float_checkpoint: str | None = option(None, "checkpoint.pt written by lsq-train (not needed with --resume)",
+                                          check=input_file())
     w_num_bits: int = option(4, "weight bits", check=_lsq_bits)
     a_num_bits: int = option(4, "activation bits", check=_lsq_bits)
     first_last_bits: int = option(8, "bits of the input, first conv weights, classifier weights and classifier "
@@ -367,19 +407,20 @@ class LsqQatConfig(LsqTrainingOptions):
                               "at 0.01)", check=above(0))
     weight_decay: float = option(1e-4, "SGD weight decay (never on step sizes)", check=at_least(0))
     log_dir: str = option("qat_logs", "TensorBoard root; events go to <log-dir>/<output-dir's name>",
-                          check=not_empty)
+                          check=output_folder())
 
 
 @dataclass
 class LsqInferConfig(BatchOptions, LsqThreadOptions, LsqDataOptions):
     """``lsq-infer``: integer-only evaluation, compared with the fake-quant model when given a checkpoint."""
 
-    checkpoint: str | None = option(None, "QAT checkpoint.pt (exports it, then compares both engines)")
-    int_model: str | None = option(None, "an exported integer model (int_model.pt)")
-    export: str | None = option(None, "with --checkpoint: also write the integer model here")
+    checkpoint: str | None = option(None, "QAT checkpoint.pt (exports it, then compares both engines)",
+                                    check=input_file())
+    int_model: str | None = option(None, "an exported integer model (int_model.pt)", check=input_file())
+    export: str | None = option(None, "with --checkpoint: also write the integer model here", check=output_file())
     split: str = option("test", "images to evaluate", choices=("val", "test"))
     batch_size: int = option(256, "batch size", check=POSITIVE)
-    json: str | None = option(None, "write the report here as JSON")
+    json: str | None = option(None, "write the report here as JSON", check=output_file())
 
     def check(self) -> None:
         """The field checks, then: exactly one model source, --export only with --checkpoint."""

@@ -70,6 +70,11 @@ class CostCounts:
     images: int = 0
     layers: dict[str, LayerCost] = field(default_factory=dict)
     tap_elements: dict[str, int] = field(default_factory=dict)
+    predictions: list[torch.Tensor] = field(default_factory=list)
+
+    def accuracy(self, labels: torch.Tensor) -> float:
+        """Top-1 accuracy (percent) of the predictions made while counting."""
+        return 100.0 * torch.cat(self.predictions).eq(labels).float().mean().item()
 
     def total(self, key: str) -> int:
         return sum(getattr(c, key) for c in self.layers.values())
@@ -119,9 +124,10 @@ def _element_weights(geo: dict[str, Any], x: torch.Tensor) -> tuple[torch.Tensor
 class CostRecorder(Recorder):
     """Applies the maps at the taps, notes each tap's scale, and counts every consumer's operands."""
 
-    def __init__(self, model: nn.Module, config: dict[str, LayerCodes]) -> None:
+    def __init__(self, model: nn.Module, config: dict[str, LayerCodes], keep: set[str] | None = frozenset()) -> None:
         self.tap_layer = {model.tap_name(layer): layer for layer in model.layers()}
-        super().__init__({model.tap_name(k): LutEdit(v) for k, v in config.items()}, keep=set())
+        super().__init__({model.tap_name(k): LutEdit(v) for k, v in config.items()},
+                         keep=None if keep is None else set(keep))
         self.config = config
         self.counts = CostCounts()
         self.recent: list[tuple[float, str]] = []  # (scale, layer) of the taps seen in this forward pass
@@ -133,6 +139,8 @@ class CostRecorder(Recorder):
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
         x = self.maybe_edit(name, x)
+        if self.keep is None or name in self.keep:
+            self.record(name, x)
         layer = self.tap_layer.get(name)
         qp = self.qparams(name, x)
         if layer is not None and qp is not None:
@@ -170,10 +178,14 @@ class CostRecorder(Recorder):
         for h in self.hooks:
             h.remove()
 
+    def multiplies(self) -> int:
+        """Real multiplies counted so far (all MACs less skipped and selected ones)."""
+        return self.counts.total("multiplied")
+
 
 @torch.no_grad()
 def count(model: nn.Module, config: dict[str, LayerCodes], split: Split, batch_size: int = 256) -> CostCounts:
-    """Run ``model`` with ``config`` over ``split`` and count every consumer's operands."""
+    """Run ``model`` with ``config`` over ``split``, count every consumer's operands, keep the predictions."""
     recorder = CostRecorder(model, config)
     previous = model.recorder
     attach(model, recorder)
@@ -181,7 +193,7 @@ def count(model: nn.Module, config: dict[str, LayerCodes], split: Split, batch_s
     try:
         for x, _ in batches(split, batch_size):
             recorder.recent = []
-            model(x)
+            recorder.counts.predictions.append(model(x).argmax(1))
             recorder.counts.images += len(x)
     finally:
         recorder.close()
@@ -224,6 +236,11 @@ class HardwareReport:
             "energy_estimate_pj_per_image": {"student": e_student, "teacher_zero_skipping": e_teacher,
                                              "ratio": e_student / e_teacher if e_teacher else float("nan")},
         }
+
+    def multiplies_left(self) -> float:
+        """The student's real multiplies over the zero-skipping teacher's."""
+        teacher = self.teacher.total("macs") - self.teacher.total("skipped")
+        return self.student.total("multiplied") / max(1, teacher)
 
     def to_json(self) -> dict[str, Any]:
         return {"split": self.split, "images": self.images, "totals": self.totals(),

@@ -14,16 +14,28 @@ from triseg.approx.config import LayerCodes
 from triseg.approx.losses import at_loss, attention_map, kd_loss
 from triseg.approx.student import Config, install
 from triseg.data import Split, normalize
+from triseg.hardware.cost import CostRecorder
 from triseg.recorder import attach
+
+
+OBJECTIVES = ("reward", "savings")
 
 
 @dataclass(frozen=True)
 class Score:
-    """One student evaluation: reward = -(kd + attention_weight * at)."""
+    """One student evaluation on an episode batch.
+
+    ``distill`` = kd + attention_weight * at. With ``objective='reward'`` (the original) the reward is
+    ``-distill``; with ``objective='savings'`` it is ``-(multiplies_left + savings_weight * distill)``,
+    where ``multiplies_left`` is the student's real multiplies over the zero-skipping teacher's on the
+    batch (the cost model's count, :mod:`triseg.hardware.cost`).
+    """
 
     reward: float
     kd: float
     at: float
+    distill: float | None = None
+    multiplies_left: float | None = None
 
 
 class EpisodeBatches:
@@ -39,6 +51,7 @@ class EpisodeBatches:
         self.num_batches = len(split) // batch_size
         self.order = order[: self.num_batches * batch_size].view(self.num_batches, batch_size)
         self._cache: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        self._multiplies: dict[int, int] = {}
 
     def inputs(self, episode: int) -> torch.Tensor:
         """Normalised images of the batch used at ``episode``."""
@@ -56,14 +69,32 @@ class EpisodeBatches:
             self._cache[b] = (logits, maps)
         return self._cache[b]
 
+    @torch.no_grad()
+    def teacher_multiplies(self, episode: int) -> int:
+        """The zero-skipping teacher's real multiplies on the batch of ``episode`` (computed once)."""
+        b = episode % self.num_batches
+        if b not in self._multiplies:
+            recorder = CostRecorder(self.teacher, {})
+            attach(self.teacher, recorder)
+            try:
+                self.teacher(self.inputs(episode))
+            finally:
+                recorder.close()
+                attach(self.teacher, None)
+            self._multiplies[b] = recorder.multiplies()
+        return self._multiplies[b]
+
 
 class Evaluator:
     """Scores configs on episode batches with the student; counts evaluations (the budget)."""
 
     def __init__(self, model: nn.Module, batches: EpisodeBatches, T: float = 2.0,
-                 attention_weight: float = 100.0) -> None:
+                 attention_weight: float = 100.0, objective: str = "reward", savings_weight: float = 1.0) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
         self.model, self.batches = model, batches
         self.T, self.attention_weight = T, attention_weight
+        self.objective, self.savings_weight = objective, savings_weight
         self.evaluations = 0
 
     @torch.no_grad()
@@ -71,16 +102,26 @@ class Evaluator:
         """Reward of ``config`` on the batch of ``episode``."""
         t_logits, t_maps = self.batches.teacher_outputs(episode)
         taps = self.batches.attention_taps
-        recorder = install(self.model, config, keep=set(taps))
+        savings = self.objective == "savings"
+        if savings:
+            recorder = attach(self.model, CostRecorder(self.model, config, keep=set(taps)))
+        else:
+            recorder = install(self.model, config, keep=set(taps))
         try:
             logits = self.model(self.batches.inputs(episode))
             s_maps = [attention_map(recorder.records[t].values) for t in taps]
         finally:
+            if savings:
+                recorder.close()
             attach(self.model, None)
         self.evaluations += 1
         kd = float(kd_loss(logits, t_logits, self.T))
         at = float(at_loss(s_maps, t_maps))
-        return Score(-(kd + self.attention_weight * at), kd, at)
+        distill = kd + self.attention_weight * at
+        if not savings:
+            return Score(-distill, kd, at, distill)
+        left = recorder.multiplies() / max(1, self.batches.teacher_multiplies(episode))
+        return Score(-(left + self.savings_weight * distill), kd, at, distill, left)
 
 
 def config_key(config: Config) -> tuple:
@@ -96,6 +137,18 @@ class Candidate:
     episode: int = field(compare=False)
     config: Config = field(compare=False)
     score: Score = field(compare=False)
+
+
+def candidates_state(cands: list[Candidate]) -> list[dict[str, Any]]:
+    """Plain data of candidates (checkpoints)."""
+    return [{"reward": c.reward, "episode": c.episode, "score": vars(c.score),
+             "config": {k: vars(v) for k, v in c.config.items()}} for c in cands]
+
+
+def candidates_from(state: list[dict[str, Any]]) -> list[Candidate]:
+    """Candidates back from :func:`candidates_state`."""
+    return [Candidate(s["reward"], s["episode"], {k: LayerCodes(**v) for k, v in s["config"].items()},
+                      Score(**s["score"])) for s in state]
 
 
 class TopK:
@@ -124,12 +177,10 @@ class TopK:
         return sorted(self.heap, key=lambda c: (-c.reward, c.episode))
 
     def state_dict(self) -> list[dict[str, Any]]:
-        return [{"reward": c.reward, "episode": c.episode, "score": vars(c.score),
-                 "config": {k: vars(v) for k, v in c.config.items()}} for c in self.heap]
+        return candidates_state(self.heap)
 
     def load_state_dict(self, state: list[dict[str, Any]]) -> None:
-        self.heap = [Candidate(s["reward"], s["episode"], {k: LayerCodes(**v) for k, v in s["config"].items()},
-                               Score(**s["score"])) for s in state]
+        self.heap = candidates_from(state)
         heapq.heapify(self.heap)
         self.keys = {config_key(c.config) for c in self.heap}
 
@@ -146,3 +197,55 @@ class Strategy(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class ParetoArchive:
+    """The distinct configs no other config beats on both distillation loss and multiplies left.
+
+    Used as the candidate list of the savings objective: it keeps the whole trade-off for the
+    validation pass instead of the k best scalar rewards. Above ``k`` configs it keeps ``k`` spread
+    evenly along the front (both ends always).
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.front: list[Candidate] = []
+
+    @staticmethod
+    def _point(c: Candidate) -> tuple[float, float]:
+        s = c.score
+        return (s.distill if s.distill is not None else -s.reward,
+                s.multiplies_left if s.multiplies_left is not None else 1.0)
+
+    def add(self, config: Config, score: Score, episode: int) -> None:
+        if self.k <= 0:
+            return
+        cand = Candidate(score.reward, episode, dict(config), score)
+        d, m = self._point(cand)
+        key = config_key(config)
+        for c in self.front:
+            cd, cm = self._point(c)
+            if (cd <= d and cm <= m) or config_key(c.config) == key:
+                return
+        self.front = [c for c in self.front if not (d <= self._point(c)[0] and m <= self._point(c)[1])]
+        self.front.append(cand)
+        self.front.sort(key=lambda c: (self._point(c)[1], c.episode))
+        if len(self.front) > self.k:
+            n = len(self.front)
+            keep = sorted({round(i * (n - 1) / (self.k - 1)) for i in range(self.k)}) if self.k > 1 else [0]
+            self.front = [self.front[i] for i in keep]
+
+    def best(self) -> list[Candidate]:
+        """The front, fewest multiplies left first."""
+        return list(self.front)
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return candidates_state(self.front)
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        self.front = candidates_from(state)
+
+
+def candidate_list(objective: str, k: int) -> TopK | ParetoArchive:
+    """The candidates a search keeps for validation: the top-k by reward, or the Pareto front (savings)."""
+    return ParetoArchive(k) if objective == "savings" else TopK(k)

@@ -1,7 +1,7 @@
 """Greedy coordinate search on the real reward, layer by layer.
 
 Starting from the exact minimum-MSE config (free: no evaluation), each round takes one code (t1, t2,
-v1 or v2 of one layer, in forward order) and evaluates the incumbent together with every legal
+v1 or v2 of one layer, in forward order; with a searched tmax, tmax first) and evaluates the incumbent together with every legal
 value at distance 1, 2, 4, ..., 32 from the current one (codes after a moved threshold are clamped
 back into their ranges). The round's best reward becomes the incumbent. Rounds cycle over all
 codes until the budget is spent. Every reward is from a different training batch, so the incumbent
@@ -36,7 +36,8 @@ class GreedyStrategy:
 
     def _round(self) -> list[dict[str, LayerCodes]]:
         """The configs of the next round that has at least one move (incumbent first)."""
-        coords = [(layer, f) for layer in self.space.layers for f in CHOICE_ORDER]
+        fields = ("tmax", *CHOICE_ORDER) if self.space.dynamic else CHOICE_ORDER
+        coords = [(layer, f) for layer in self.space.layers for f in fields]
         for _ in range(len(coords)):
             layer, field = coords[self.position % len(coords)]
             self.position += 1
@@ -45,8 +46,10 @@ class GreedyStrategy:
             configs = [dict(self.incumbent)]
             for step in STEPS:
                 for value in (getattr(cur, field) - step, getattr(cur, field) + step):
+                    if field == "tmax" and value not in self.space.tmax_range():
+                        continue
                     moved = replace(cur, **{field: value})
-                    codes = project(moved.t1, moved.v1, moved.t2, moved.v2, cur.tmax)
+                    codes = project(moved.t1, moved.v1, moved.t2, moved.v2, moved.tmax)
                     if getattr(codes, field) != value:
                         continue
                     cand = {**self.incumbent, layer: codes}

@@ -25,11 +25,11 @@ from triseg.hardware.energy import DEFAULT_TABLE, load_table
 from triseg.jobs import DataOptions, FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
 from triseg.runlog import set_threads, tensorboard_writer
 from triseg.search import space as space_mod
-from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy, TopK
+from triseg.search.base import EpisodeBatches, Evaluator, ParetoArchive, Score, Strategy, TopK
 from triseg.search.registry import build_strategy, strategy_spec
 from triseg.search.result import RunPaths, SearchResult
 from triseg.search.run import SearchSettings, run_search as run_loop
-from triseg.search.select import coverage_on, evaluate_on_test, select_on_validation
+from triseg.search.select import coverage_on, evaluate_on_test, select_on_validation, select_savings
 from triseg.search.space import SearchSpace
 from triseg.search.supervised import train_supervised
 from triseg.teacher import Teacher, load_teacher
@@ -62,7 +62,8 @@ def build_space(teacher: Teacher, data: Cifar10, opts: SpaceOptions, batch_size:
         raise TrisegError(f"training split has {len(data.train)} images, fewer than --batch-size {batch_size}")
     torch.manual_seed(seed)
     space = space_mod.build_space(teacher.model, data.train, opts.calib_batches, batch_size, teacher.top_code,
-                                  seed=seed, tmax_percentile=opts.tmax_percentile, tmax_margin=opts.tmax_margin)
+                                  seed=seed, tmax_percentile=opts.tmax_percentile, tmax_margin=opts.tmax_margin,
+                                  dynamic=opts.dynamic_tmax)
     if not space.layers:
         raise TrisegError(f"no layer of {teacher.name} can be approximated (every tmax < 10)")
     return space
@@ -73,7 +74,8 @@ def make_evaluator(teacher: Teacher, data: Cifar10, cfg: SearchConfig) -> Evalua
     model = teacher.model
     attention = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
     batches = EpisodeBatches(model, data.train, cfg.batch_size, attention, seed=cfg.seed)
-    return Evaluator(model, batches, T=cfg.kd_T, attention_weight=cfg.attention_weight)
+    return Evaluator(model, batches, T=cfg.kd_T, attention_weight=cfg.attention_weight, objective=cfg.objective,
+                     savings_weight=cfg.savings_weight)
 
 
 def _check_data(data: Cifar10, no_test: bool) -> None:
@@ -105,13 +107,15 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
     episodes = cfg.episodes if spec.max_evaluations is None else min(cfg.episodes, spec.max_evaluations)
     settings = SearchSettings(episodes=episodes, top_k=cfg.top_k, max_acc_drop=cfg.max_acc_drop,
                               eval_every=min(cfg.eval_every, episodes), checkpoint_every=cfg.checkpoint_every,
-                              stop_after=cfg.stop_after)
+                              stop_after=cfg.stop_after, objective=cfg.objective)
     outcome = run_loop(strategy, evaluator, settings, paths.checkpoint, paths.log_dir, resume=cfg.resume)
     if not outcome.finished:
         return SearchRun(None, paths, len(outcome.history))
     _write_json(outcome.history, paths.history)
+    savings = {"objective": "savings", "savings_weight": cfg.savings_weight, "safety_margin": cfg.safety_margin,
+               "dynamic_tmax": cfg.space.dynamic_tmax} if cfg.objective == "savings" else {}
     result = select_result(teacher, data, outcome.top, cfg.max_acc_drop, cfg.no_test, {
-        "search": cfg.search, "episodes": episodes, "student_evaluations": evaluator.evaluations,
+        **savings, "search": cfg.search, "episodes": episodes, "student_evaluations": evaluator.evaluations,
         "attention_weight": cfg.attention_weight, "tmax": space.tmax, "skipped_layers": space.skipped,
         "search_wall_time_s": round(outcome.wall_time, 1), "history_file": paths.history.name,
         "tmax_rule": {"percentile": cfg.space.tmax_percentile, "margin": cfg.space.tmax_margin},
@@ -170,7 +174,7 @@ def energy_table(path: str | None) -> dict[str, Any]:
     return DEFAULT_TABLE if path is None else load_table(path)
 
 
-def select_result(teacher: Teacher, data: Cifar10, top: TopK, max_acc_drop: float, no_test: bool,
+def select_result(teacher: Teacher, data: Cifar10, top: TopK | ParetoArchive, max_acc_drop: float, no_test: bool,
                   settings: dict[str, Any], cost_table: dict[str, Any] | None = None) -> SearchResult:
     """Select on validation, then evaluate the chosen config on test unless ``no_test``.
 
@@ -178,9 +182,14 @@ def select_result(teacher: Teacher, data: Cifar10, top: TopK, max_acc_drop: floa
     """
     t0 = time.time()
     table = cost_table or DEFAULT_TABLE
-    chosen = select_on_validation(teacher.model, data.val, top, max_acc_drop)
+    extra: dict[str, Any] = {}
+    if settings.get("objective") == "savings":
+        chosen, extra["pareto_front"] = select_savings(teacher.model, data.val, top.best(), max_acc_drop,
+                                                       settings["safety_margin"])
+    else:
+        chosen = select_on_validation(teacher.model, data.val, top, max_acc_drop)
     result = SearchResult(teacher.name, teacher.backend, chosen.config, chosen.reason, chosen.validation,
-                          {}, None, {**settings, "teacher": teacher.identity()})
+                          {}, None, {**settings, **extra, "teacher": teacher.identity()})
     if no_test:
         result.coverage = coverage_on(teacher.model, chosen.config, data.val, 256, "val")
         result.settings["hardware"] = hardware_report(teacher.model, chosen.config, data.val, "val",

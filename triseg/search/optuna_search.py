@@ -1,6 +1,6 @@
 """TPE and CMA-ES through optuna's ask/tell API.
 
-Each layer gets four parameters in [0, 1]: t1's position in its range, t2's position in
+Each layer gets four parameters in [0, 1] (five with a searched tmax: its position in [10, top code]): t1's position in its range, t2's position in
 [t1+4, tmax-4], and v1, v2 as positions within their segments (:func:`triseg.search.legal.decode`),
 so every sampled config is legal. Samplers are seeded; the whole study (sampler state included) is
 pickled into the strategy state, so --resume continues exactly where an uninterrupted run would.
@@ -15,7 +15,7 @@ import optuna
 
 from triseg.approx.config import LayerCodes
 from triseg.search.base import Score
-from triseg.search.legal import DECODE_FIELDS, decode
+from triseg.search.legal import DECODE_FIELDS, decode, pick
 from triseg.search.space import SearchSpace
 
 def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -40,8 +40,11 @@ class OptunaStrategy:
         self.trial = self.study.ask()
         out = {}
         for layer in self.space.layers:
+            tmax = self.space.tmax[layer]
+            if self.space.dynamic:
+                tmax = pick(self.space.tmax_range(), self.trial.suggest_float(f"{layer}.tmax", 0.0, 1.0))
             u = [self.trial.suggest_float(f"{layer}.{f}", 0.0, 1.0) for f in DECODE_FIELDS]
-            out[layer] = decode(*u, self.space.tmax[layer])
+            out[layer] = decode(*u, tmax)
         return out
 
     def tell(self, episode: int, config: dict[str, LayerCodes], score: Score) -> dict[str, float]:

@@ -16,13 +16,19 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from triseg.approx.config import CHOICE_ORDER, T1_MAX, T1_MIN, T1_TMAX_GAP, T2_T1_GAP, T2_TMAX_GAP, LayerCodes
+from triseg.approx.config import CHOICE_ORDER, MIN_TMAX, T1_MAX, T1_MIN, T1_TMAX_GAP, T2_T1_GAP, T2_TMAX_GAP, LayerCodes
 from triseg.options import POSITIVE, Options, above, at_least, between, option
 from triseg.search.base import Score
 from triseg.search.space import SearchSpace
 
 NUM_LOGITS = 256
 HEADS = CHOICE_ORDER
+DYNAMIC_HEADS = ("tmax", *CHOICE_ORDER)  # with a searched tmax, it is chosen first and bounds the others
+
+
+def heads_for(dynamic_tmax: bool) -> tuple[str, ...]:
+    """The policy's heads in sampling order."""
+    return DYNAMIC_HEADS if dynamic_tmax else HEADS
 
 
 @dataclass
@@ -42,10 +48,10 @@ class PPOConfig(Options):
 class ActorCritic(nn.Module):
     """Shared trunk, four actor heads of 256 logits (t1, t2, v1, v2) and a critic head."""
 
-    def __init__(self, state_dim: int = 4, hidden: int = 64) -> None:
+    def __init__(self, state_dim: int = 4, hidden: int = 64, heads: tuple[str, ...] = HEADS) -> None:
         super().__init__()
         self.trunk = nn.Sequential(nn.Linear(state_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
-        self.heads = nn.ModuleDict({h: nn.Linear(hidden, NUM_LOGITS) for h in HEADS})
+        self.heads = nn.ModuleDict({h: nn.Linear(hidden, NUM_LOGITS) for h in heads})
         self.critic = nn.Linear(hidden, 1)
 
     def forward(self, states: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -62,7 +68,12 @@ def _between(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
 
 def masks(head: str, tmax: torch.Tensor, t1: torch.Tensor | None = None,
           t2: torch.Tensor | None = None) -> torch.Tensor:
-    """The legal codes of one head given tmax and the codes chosen before it."""
+    """The legal codes of one head given tmax and the codes chosen before it.
+
+    For the ``tmax`` head itself, ``tmax`` is the upper bound (the backend's top code).
+    """
+    if head == "tmax":
+        return _between(torch.full_like(tmax, MIN_TMAX), tmax)
     if head == "t1":
         return _between(torch.full_like(tmax, T1_MIN), torch.clamp(tmax - T1_TMAX_GAP, max=T1_MAX))
     if head == "t2":
@@ -76,19 +87,22 @@ def _dist(logits: torch.Tensor, mask: torch.Tensor) -> Categorical:
     return Categorical(logits=logits.masked_fill(~mask, float("-inf")), validate_args=False)
 
 
-def evaluate_actions(policy: ActorCritic, states: torch.Tensor, tmax: torch.Tensor,
-                     actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Joint log-probability and entropy of E episodes' actions (E, L, 4), and the value.
+def evaluate_actions(policy: ActorCritic, states: torch.Tensor, tmax: torch.Tensor, actions: torch.Tensor,
+                     heads: tuple[str, ...] = HEADS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Joint log-probability and entropy of E episodes' actions (E, L, len(heads)), and the value.
 
-    The state is the same every episode, so one policy forward serves the whole buffer.
+    ``tmax`` is each layer's fixed tmax, or with a ``tmax`` head the upper bound of its choice. The
+    state is the same every episode, so one policy forward serves the whole buffer.
     """
     logits, value = policy(states)
     e, num_layers = actions.shape[:2]
-    flat = actions.reshape(e * num_layers, 4)
-    tm = tmax.repeat(e)
+    flat = actions.reshape(e * num_layers, len(heads))
+    bound = tmax.repeat(e)
+    tm = flat[:, heads.index("tmax")] if "tmax" in heads else bound
+    t1, t2 = flat[:, heads.index("t1")], flat[:, heads.index("t2")]
     logp, ent = torch.zeros(e), torch.zeros(e)
-    for i, head in enumerate(HEADS):
-        d = _dist(logits[head].repeat(e, 1), masks(head, tm, flat[:, 0], flat[:, 1]))
+    for i, head in enumerate(heads):
+        d = _dist(logits[head].repeat(e, 1), masks(head, bound if head == "tmax" else tm, t1, t2))
         logp = logp + d.log_prob(flat[:, i]).view(e, num_layers).sum(1)
         ent = ent + d.entropy().view(e, num_layers).sum(1)
     return logp, ent, value.expand(e)
@@ -101,12 +115,14 @@ class PPOStrategy:
 
     def __init__(self, space: SearchSpace, cfg: PPOConfig, seed: int = 0) -> None:
         self.space, self.cfg = space, cfg
+        self.heads = heads_for(space.dynamic)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.policy = ActorCritic(space.features.shape[1], cfg.hidden)
+            self.policy = ActorCritic(space.features.shape[1], cfg.hidden, self.heads)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(seed)
-        self.tmax = torch.tensor([space.tmax[layer] for layer in space.layers])
+        self.tmax = (torch.full((len(space.layers),), space.top_code) if space.dynamic
+                     else torch.tensor([space.tmax[layer] for layer in space.layers]))
         self.buffer: dict[str, list] = {"actions": [], "logp": [], "values": [], "rewards": []}
 
     @torch.no_grad()
@@ -114,17 +130,20 @@ class PPOStrategy:
         logits, value = self.policy(self.space.features)
         chosen: dict[str, torch.Tensor] = {}
         logp = torch.zeros(())
-        for head in HEADS:
-            mask = masks(head, self.tmax, chosen.get("t1"), chosen.get("t2"))
+        for head in self.heads:
+            tm = self.tmax if head == "tmax" else chosen.get("tmax", self.tmax)
+            mask = masks(head, tm, chosen.get("t1"), chosen.get("t2"))
             log_probs = torch.log_softmax(logits[head].masked_fill(~mask, float("-inf")), 1)
             chosen[head] = torch.multinomial(log_probs.exp(), 1, generator=self.gen).squeeze(1)
             logp = logp + log_probs.gather(1, chosen[head][:, None]).sum()
-        actions = torch.stack([chosen[h] for h in HEADS], 1)
+        actions = torch.stack([chosen[h] for h in self.heads], 1)
         self.buffer["actions"].append(actions)
         self.buffer["logp"].append(logp)
         self.buffer["values"].append(value)
-        return {layer: LayerCodes(**{h: int(a[i]) for i, h in enumerate(HEADS)}, tmax=int(tm))
-                for layer, a, tm in zip(self.space.layers, actions, self.tmax)}
+        tmax = chosen.get("tmax", self.tmax)
+        return {layer: LayerCodes(**{h: int(a[i]) for i, h in enumerate(CHOICE_ORDER, len(self.heads) - 4)},
+                                  tmax=int(tm))
+                for layer, a, tm in zip(self.space.layers, actions, tmax)}
 
     def tell(self, episode: int, config: dict[str, LayerCodes], score: Score) -> dict[str, float]:
         self.buffer["rewards"].append(score.reward)
@@ -143,7 +162,7 @@ class PPOStrategy:
         stats: dict[str, float] = {}
         actions = torch.stack(self.buffer["actions"])
         for _ in range(self.cfg.k_epochs):
-            logp, ent, value = evaluate_actions(self.policy, self.space.features, self.tmax, actions)
+            logp, ent, value = evaluate_actions(self.policy, self.space.features, self.tmax, actions, self.heads)
             ratio = torch.exp(logp - old_logp)
             surr = torch.min(ratio * adv, torch.clamp(ratio, 1 - self.cfg.eps_clip, 1 + self.cfg.eps_clip) * adv)
             value_loss = (value - returns_t).pow(2).mean()

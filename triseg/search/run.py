@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from triseg.artifacts import atomic_save
 from triseg.runlog import tensorboard_writer
-from triseg.search.base import Evaluator, Strategy, TopK
+from triseg.search.base import Evaluator, ParetoArchive, Strategy, TopK, candidate_list
 
 
 @dataclass
@@ -26,13 +26,14 @@ class SearchSettings:
     eval_every: int = 100
     checkpoint_every: int = 100
     stop_after: int | None = None
+    objective: str = "reward"
 
 
 @dataclass
 class SearchOutcome:
     """Everything the loop learned: the top-k, per-episode history and timing."""
 
-    top: TopK
+    top: TopK | ParetoArchive
     history: list[dict[str, float]]
     wall_time: float
     finished: bool
@@ -41,7 +42,7 @@ class SearchOutcome:
 def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSettings, checkpoint: Path,
                log_dir: Path, resume: bool = False) -> SearchOutcome:
     """Run ``settings.episodes`` evaluations; checkpoint so that --resume ends where a full run would."""
-    top = TopK(settings.top_k)
+    top = candidate_list(settings.objective, settings.top_k)
     history: list[dict[str, float]] = []
     start, elapsed = 0, 0.0
     if resume and checkpoint.exists():
@@ -71,7 +72,11 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
         losses = strategy.tell(episode, config, score)
         top.add(config, score, episode)
         best = max(best, score.reward)
-        history.append({"episode": episode, "reward": score.reward, "kd": score.kd, "at": score.at, "best": best})
+        row = {"episode": episode, "reward": score.reward, "kd": score.kd, "at": score.at, "best": best}
+        if score.multiplies_left is not None:
+            row["multiplies_left"] = score.multiplies_left
+            writer.add_scalar("search/multiplies_left", score.multiplies_left, episode)
+        history.append(row)
         writer.add_scalar("search/reward", score.reward, episode)
         writer.add_scalar("search/kd_loss", score.kd, episode)
         writer.add_scalar("search/attn_loss", score.at, episode)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 from tqdm import tqdm
 
 from triseg.approx.student import Config, evaluate_student
 from triseg.data import Split
-from triseg.search.base import TopK
+from triseg.hardware.cost import count
+from triseg.search.base import Candidate, TopK
 from triseg.search.result import TestMetrics, Validation
 
 
@@ -51,6 +53,54 @@ def select_on_validation(model: nn.Module, val: Split, top: TopK, max_acc_drop: 
                             [{"reward": r["candidate"].reward, "episode": r["candidate"].episode,
                               "val_acc": r["val_acc"], "val_drop": r["val_drop"]} for r in rows])
     return Selection(config, reason, validation)
+
+
+def select_savings(model: nn.Module, val: Split, candidates: list[Candidate], max_acc_drop: float,
+                   margin: float, batch_size: int = 256) -> tuple[Selection, list[dict[str, Any]]]:
+    """Among the candidates, the fewest multiplies left (counted on val) with val drop <= limit - margin.
+
+    Returns the selection and the Pareto front (val drop vs multiplies left) of all validated candidates.
+    """
+    teacher = count(model, {}, val, batch_size)
+    teacher_acc = teacher.accuracy(val.y)
+    teacher_mult = max(1, teacher.total("macs") - teacher.total("skipped"))
+    rows = []
+    for cand in tqdm(candidates, desc="validate front", leave=False, mininterval=2.0):
+        counts = count(model, cand.config, val, batch_size)
+        acc = counts.accuracy(val.y)
+        rows.append({"candidate": cand, "val_acc": acc, "val_drop": teacher_acc - acc,
+                     "multiplies_left": counts.total("multiplied") / teacher_mult})
+    if not rows:
+        raise RuntimeError("the search produced no candidate configs")
+    budget = max_acc_drop - margin
+    within = [r for r in rows if r["val_drop"] <= budget]
+    if within:
+        chosen = min(within, key=lambda r: (r["multiplies_left"], r["val_drop"]))
+        reason = (f"fewest-multiplies (val drop={chosen['val_drop']:.2f}% <= {budget:g}% = limit {max_acc_drop:g} - "
+                  f"margin {margin:g}; multiplies left {chosen['multiplies_left']:.3f})")
+    else:
+        chosen = max(rows, key=lambda r: (r["val_acc"], -r["multiplies_left"]))
+        reason = f"unconstrained-best (val drop={chosen['val_drop']:.2f}% > {budget:g}%)"
+        warnings.warn(f"no candidate stays within --max-acc-drop {max_acc_drop} - --safety-margin {margin} on val; "
+                      f"reporting the most accurate one", stacklevel=1)
+    validation = Validation(teacher_acc, chosen["val_acc"], chosen["val_drop"],
+                            [{"reward": r["candidate"].reward, "episode": r["candidate"].episode, "val_acc": r["val_acc"],
+                              "val_drop": r["val_drop"], "multiplies_left": r["multiplies_left"]} for r in rows])
+    front = [{"val_drop": r["val_drop"], "val_acc": r["val_acc"], "multiplies_left": r["multiplies_left"],
+              "episode": r["candidate"].episode, "layers": {k: v.to_json() for k, v in r["candidate"].config.items()}}
+             for r in pareto_rows(rows)]
+    return Selection(chosen["candidate"].config, reason, validation), front
+
+
+def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows that no other row beats on both val drop and multiplies left, fewest multiplies first."""
+    ordered = sorted(rows, key=lambda r: (r["multiplies_left"], r["val_drop"]))
+    front, best_drop = [], float("inf")
+    for r in ordered:
+        if r["val_drop"] < best_drop:
+            front.append(r)
+            best_drop = r["val_drop"]
+    return front
 
 
 def coverage_on(model: nn.Module, config: Config, split: Split, batch_size: int, name: str) -> dict:

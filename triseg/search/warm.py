@@ -40,12 +40,11 @@ class WarmPPOStrategy(PPOStrategy):
                  clone_lr: float = 1e-2) -> None:
         super().__init__(space, cfg, seed)
         start = exact_mse_config(space)
-        actions = torch.tensor([[[start[layer].t1, start[layer].t2, start[layer].v1, start[layer].v2]
-                                 for layer in space.layers]])
+        actions = torch.tensor([[[getattr(start[layer], h) for h in self.heads] for layer in space.layers]])
         opt = torch.optim.Adam(self.policy.parameters(), lr=clone_lr)
         self.clone_steps = 0
         for self.clone_steps in range(MAX_CLONE_STEPS):
-            logp = evaluate_actions(self.policy, space.features, self.tmax, actions)[0][0]
+            logp = evaluate_actions(self.policy, space.features, self.tmax, actions, self.heads)[0][0]
             self.start_prob = float(torch.exp(logp.detach() / actions.numel()))
             if self.start_prob >= target_prob:
                 break
