@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
+from triseg import paths
 from triseg.errors import TrisegError
 
 Check = Callable[[Any], "str | None"]
+INT_MAX = 2**31 - 1
 
 
 def flag(name: str) -> str:
@@ -73,6 +76,95 @@ POSITIVE = at_least(1)
 NON_NEGATIVE = at_least(0)
 
 
+def max_threads() -> int:
+    """The most threads or processes an option may ask for: four per core (more only makes their creation fail)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def threads(low: int = 1) -> Check:
+    """A count of threads or worker processes: from ``low`` to :func:`max_threads`."""
+    return lambda v: (None if _finite(v) and low <= v <= max_threads()
+                      else f"must be from {low} to {max_threads()} (4 per core)")
+
+OUTPUT_SUBFOLDERS = ("checkpoints", "runs", "tri_ppo_int_codes", "reports", "analysis", "activations", "export")
+
+
+@dataclass(frozen=True)
+class PathCheck:
+    """The check of a path option: its value when the settings are made, the disk before a mode runs.
+
+    ``kind`` is ``out_dir`` (a folder outputs go to; made when missing), ``in_file``, ``in_dir``,
+    ``in_path`` (a file or a folder), ``out_file`` (a file to write) or ``out_name`` (a plain file
+    name inside ``<option under[0]>/<under[1]>``). ``unless`` names a bool field that makes a
+    missing input legal (``--download``); ``convert`` turns the value into a path (Windows spellings).
+    """
+
+    kind: str
+    required: bool = False
+    under: tuple[str, str] | None = None
+    unless: str | None = None
+    convert: Callable[[str], Path] | None = None
+
+    def __call__(self, v: Any) -> str | None:
+        if self.required and not (isinstance(v, str) and v.strip()):
+            return "is required"
+        if self.kind == "out_name":
+            return plain_file_name(v)
+        if isinstance(v, str) and "\0" in v:
+            return "must not contain a NUL character"
+        return None
+
+    def on_disk(self, v: str, opts: "Options") -> str | None:
+        """Why the path cannot be used as declared, or None."""
+        if self.kind == "out_name":
+            assert self.under is not None
+            folder = Path(getattr(opts, self.under[0])) / self.under[1]
+            return paths.file_problem(folder / v) if os.path.lexists(folder) else None
+        p = self.convert(v) if self.convert is not None else Path(v)
+        if self.kind == "out_dir":
+            problem = paths.folder_problem(p)
+            for sub in OUTPUT_SUBFOLDERS:
+                if problem is None and os.path.lexists(p / sub):
+                    inner = paths.folder_problem(p / sub)
+                    problem = None if inner is None else f"cannot be used: {p / sub} {inner}"
+            return problem
+        if self.kind == "out_file":
+            return paths.file_problem(p)
+        if self.unless is not None and getattr(opts, self.unless) and not os.path.lexists(p):
+            return None
+        return paths.input_problem(p, {"in_file": False, "in_dir": True, "in_path": None}[self.kind])
+
+
+def output_folder(required: bool = True) -> PathCheck:
+    """A folder outputs are written to: writable, made when missing."""
+    return PathCheck("out_dir", required=required)
+
+
+def input_file(convert: Callable[[str], Path] | None = None, required: bool = False) -> PathCheck:
+    """An existing readable file."""
+    return PathCheck("in_file", required=required, convert=convert)
+
+
+def input_folder() -> PathCheck:
+    """An existing folder."""
+    return PathCheck("in_dir")
+
+
+def input_path(unless: str | None = None) -> PathCheck:
+    """An existing file or folder (missing is legal when the bool option ``unless`` is set)."""
+    return PathCheck("in_path", unless=unless)
+
+
+def output_file() -> PathCheck:
+    """A file to write: not a folder, in a writable (or creatable) folder."""
+    return PathCheck("out_file")
+
+
+def output_name(folder_option: str, sub: str) -> PathCheck:
+    """A plain file name written into ``<folder_option>/<sub>``."""
+    return PathCheck("out_name", under=(folder_option, sub))
+
+
 def option(default: Any = MISSING, help: str = "", *, check: Check | None = None,
            choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
            aliases: Sequence[str] = (), metavar: str | None = None, cli: bool = True,
@@ -97,7 +189,12 @@ def choices_of(f: dataclasses.Field) -> list[str] | None:
 
 @dataclass
 class Options:
-    """Base of every settings dataclass: values are checked when the object is made."""
+    """Base of every settings dataclass: values are checked when the object is made.
+
+    ``cli_hidden`` names fields a mode does not use: the command line does not offer them.
+    """
+
+    cli_hidden: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         self.check()
@@ -111,6 +208,8 @@ class Options:
                 continue
             if value is None:
                 continue
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+                raise TrisegError(f"{flag(f.name)} is out of range (at most {INT_MAX} in size), got {value}")
             legal = choices_of(f)
             if legal is not None and value not in legal:
                 raise TrisegError(f"{flag(f.name)} {value!r} is unknown; choose one of {', '.join(map(str, legal))}")
@@ -118,6 +217,20 @@ class Options:
             problem = check(value) if check is not None else None
             if problem:
                 raise TrisegError(f"{flag(f.name)} {problem}" + ("" if value == "" else f", got {value!r}"))
+
+    def check_paths(self) -> None:
+        """Raise a one-line :class:`TrisegError` for the first path option that cannot be used as declared
+        (a missing input, an output folder that is a file or read-only, ...). Writes nothing."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Options):
+                value.check_paths()
+                continue
+            check = f.metadata.get("check")
+            if isinstance(check, PathCheck) and isinstance(value, str) and value:
+                problem = check.on_disk(value, self)
+                if problem:
+                    raise TrisegError(f"{flag(f.name)} {value}: {problem}")
 
     def replace(self, **changes: Any) -> "Options":
         """A copy with some fields changed (and checked)."""

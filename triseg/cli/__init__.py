@@ -1,19 +1,29 @@
 """The ``triseg`` command and ``python main.py --mode MODE``: the only place that parses arguments.
 
 Each mode's options are generated from its settings dataclass (:mod:`triseg.jobs`); the mode's
-function receives that dataclass, never an ``argparse.Namespace``. A :class:`TrisegError` anywhere
-below becomes one ``error:`` line on stderr and exit code 2.
+function receives that dataclass, never an ``argparse.Namespace``. Before a mode runs, its values
+are checked (on construction) and so are its paths on disk (:meth:`triseg.options.Options.check_paths`),
+so bad input fails before any work or any file. A :class:`TrisegError` anywhere below becomes one
+``error:`` line on stderr and exit code 2; so does an ``OSError`` (a full disk, a folder made
+read-only while running) and, as a last resort, any other exception (``TRISEG_TRACEBACK=1`` shows it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 import warnings
+from pathlib import Path
 
 from triseg.cli.modes import Mode, all_modes
 from triseg.cli.parser import OneLineParser, add_options, build_options
 from triseg.errors import TrisegError
+from triseg.options import OUTPUT_SUBFOLDERS, Options
+from triseg.paths import clean_stale_temps, os_error_line
+
+TRACEBACK_ENV = "TRISEG_TRACEBACK"
 
 
 def build_parser(prog: str = "triseg") -> argparse.ArgumentParser:
@@ -42,14 +52,41 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         parser.print_help()
         return 2
     try:
-        entry.run(build_options(entry.config, args))
+        cfg = build_options(entry.config, args)
+        cfg.check_paths()
+        clean_output_temps(cfg)
+        entry.run(cfg)
     except TrisegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except KeyboardInterrupt:
         print("interrupted: rerun with --resume to continue", file=sys.stderr)
         return 130
+    except OSError as exc:
+        return fail(os_error_line(exc))
+    except MemoryError:
+        return fail("out of memory: lower --batch-size (or the sizes of the run)")
+    except Exception as exc:  # the last resort: no user ever sees a traceback unless asked for
+        if os.environ.get(TRACEBACK_ENV):
+            traceback.print_exc()
+        detail = " ".join(str(exc).split())[:300]
+        return fail(f"unexpected {type(exc).__name__}: {detail} (a bug in triseg: please report it with the "
+                    f"command; {TRACEBACK_ENV}=1 shows the traceback)")
     return 0
+
+
+def fail(message: str) -> int:
+    """Print one ``error:`` line (any newline in ``message`` folded) and return exit code 2."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
+
+
+def clean_output_temps(cfg: Options) -> None:
+    """Remove the temp files killed runs left in the mode's output folder and its usual subfolders."""
+    for name in ("output_dir", "zoo_dir", "log_dir"):
+        folder = getattr(cfg, name, None)
+        if isinstance(folder, str) and folder:
+            for sub in ("", *OUTPUT_SUBFOLDERS):
+                clean_stale_temps(Path(folder) / sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from triseg.cli.common import backend, load_data, prepare, write_json
 from triseg.cli.modes import Mode
 from triseg.data import Cifar10, Split, normalize
 from triseg.errors import TrisegError
-from triseg.jobs import (DumpConfig, ModelOptions, PercentilesConfig, ReportConfig, SampleOptions, SensitivityConfig,
+from triseg.jobs import (DumpConfig, DumpFloatConfig, ModelOptions, PercentilesConfig, ReportConfig, SampleOptions, SensitivityConfig,
                          VarianceConfig)
 from triseg.models.base import TapModel
 from triseg.report.build import ReportInputs, build_report
@@ -68,7 +68,7 @@ def _dump(args: DumpConfig, stage: str) -> None:
           f"in {len(files)} files -> {path}")
 
 
-def dump_acts_float(args: DumpConfig) -> None:
+def dump_acts_float(args: DumpFloatConfig) -> None:
     _dump(args, "float")
 
 
@@ -180,7 +180,7 @@ def report(args: ReportConfig) -> None:
 
 MODES = [
     Mode("dump_acts_float", "save float activations at every tap -> activations/<model>_float/*.npz + manifest.json",
-         DumpConfig, dump_acts_float),
+         DumpFloatConfig, dump_acts_float),
     Mode("dump_acts_int8", "save INT8 codes, scale and zero point at every tap -> activations/<model>_int8/",
          DumpConfig, dump_acts_int8),
     Mode("analyze_variance", "weight and activation mean/std/variance/min/max/zero share per layer "

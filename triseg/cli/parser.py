@@ -48,6 +48,11 @@ def _help(f: dataclasses.Field, default: Any) -> str:
     return text.replace("%", "%%")
 
 
+def offered(cls: type[Options], f: dataclasses.Field) -> bool:
+    """Whether the command line of ``cls`` offers field ``f`` (not ``cli=False``, not in ``cls.cli_hidden``)."""
+    return f.metadata.get("cli", True) and f.name not in cls.cli_hidden
+
+
 def _add_field(group: Any, f: dataclasses.Field, tp: Any, dest: str) -> None:
     names = [flag(f.name), *f.metadata.get("aliases", ())]
     default = f.default if f.default is not dataclasses.MISSING else (
@@ -70,7 +75,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Options]) -> None:
     mode_group = parser.add_argument_group(f"{parser.prog.split()[-1]} options")
     common = parser.add_argument_group("common options")
     for f in dataclasses.fields(cls):
-        if not f.metadata.get("cli", True):
+        if not offered(cls, f):
             continue
         tp = hints[f.name]
         if _is_options(tp):
@@ -88,7 +93,7 @@ def build_options(cls: type[T], ns: argparse.Namespace) -> T:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if not f.metadata.get("cli", True):
+        if not offered(cls, f):
             continue
         tp = hints[f.name]
         if _is_options(tp):
