@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ from triseg import quant
 from triseg.errors import TrisegError
 from triseg.models import build_model
 from triseg.models.base import TapModel
+from triseg.paths import (atomic_open, check_output_dir, check_output_file, check_result_path,  # noqa: F401
+                          clean_stale_temps, temp_path)
 
 ZOO_DIR = Path(os.environ.get("TRISEG_ZOO_DIR", Path(__file__).resolve().parents[1] / "zoo"))
 STAGES = {
@@ -30,33 +31,43 @@ def stage_path(output_dir: str | os.PathLike, model: str, stage: str) -> Path:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o644)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """torch.save to ``.<name>.<pid>.tmp`` beside ``path``, then rename over ``path`` (see :func:`atomic_open`)."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Write text to a temp file beside ``path``, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)
+    """Write text to ``.<name>.<pid>.tmp`` beside ``path``, then rename."""
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """Write bytes to ``.<name>.<pid>.tmp`` beside ``path``, then rename."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", device: str = "cpu") -> dict[str, Any]:
+    """A training or search checkpoint; a damaged or foreign file is a one-line error saying what to do."""
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # truncated zips and garbage pickles fail in many ways
+        raise TrisegError(f"{what} {path} is damaged ({type(exc).__name__}): delete it to start again, "
+                          f"or drop --resume") from None
+    if not isinstance(state, dict):
+        raise TrisegError(f"{path} is not a triseg {what}: delete it to start again, or drop --resume")
+    return state
+
+
+def resume_from(checkpoint: str | os.PathLike, resume: bool, resume_or_start: bool = False) -> bool:
+    """Whether a run continues from ``checkpoint``: with ``--resume`` it must exist (a one-line error if not);
+    with ``--resume-or-start`` it is used when present."""
+    exists = Path(checkpoint).is_file()
+    if resume and not exists and not resume_or_start:
+        raise TrisegError(f"--resume: no checkpoint {checkpoint} to continue; drop --resume to start from "
+                          f"scratch, or pass --resume-or-start")
+    return exists and (resume or resume_or_start)
 
 
 def save_stage(model: torch.nn.Module, output_dir: str | os.PathLike, name: str, stage: str,

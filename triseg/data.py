@@ -7,17 +7,20 @@ import hashlib
 import io
 import os
 import pickle
+import sys
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from triseg.errors import TrisegError
+from triseg.paths import atomic_open, clean_stale_temps
 
 DATA_ENV = "TRISEG_DATA_DIR"
 SAMPLE_ARCHIVE = Path(__file__).parent / "assets" / "cifar10-sample.tar.gz"
@@ -70,11 +73,14 @@ def load_cifar10(
     ``val_size`` defaults to 5,000 images, or 10 % of a smaller training split.
     """
     path = resolve_data_dir(data_dir)
-    (train_x, train_y), (test_x, test_y), classes = _load_raw(path, download)
+    raw, save_cache = _load_raw(path, download)
+    (train_x, train_y), (test_x, test_y), classes = raw
     if val_size is None:
         val_size = min(5000, len(train_y) // 10)
     if not 0 <= val_size < len(train_y):
         raise TrisegError(f"--val-size {val_size} must be in [0, {len(train_y)}) for {path}")
+    if save_cache is not None:
+        save_cache()
     val_idx, train_idx = stratified_split(train_y, val_size, split_seed)
     return Cifar10(
         train=Split(train_x[train_idx], train_y[train_idx]),
@@ -103,21 +109,44 @@ def stratified_split(y: torch.Tensor, val_size: int, seed: int = 0) -> tuple[tor
 RawSplits = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], list[str]]
 
 
-def _load_raw(path: Path, download: bool) -> RawSplits:
+def _load_raw(path: Path, download: bool) -> tuple[RawSplits, Callable[[], None] | None]:
+    """The splits at ``path``, and (for decoded images) the function that writes their cache.
+
+    The cache is written by the caller once every input is checked, so a failing run leaves no file.
+    """
     if (path / "cifar-10-batches-py").is_dir() or (download and not path.exists()) or (
         download and path.is_dir() and not (path / "train").is_dir()
     ):
-        return _load_pickles(path, download)
+        return _load_pickles(path, download), None
     if not path.exists():
         raise TrisegError(f"data path {path} does not exist (pass --data-dir, or --download for CIFAR-10)")
     cache = _cache_path(path)
-    if cache.exists():
-        blob = torch.load(cache, weights_only=True)
-        if blob.get("version") == CACHE_VERSION:
-            return (blob["train_x"], blob["train_y"]), (blob["test_x"], blob["test_y"]), list(blob["classes"])
+    clean_stale_temps(cache.parent)
+    cached = _read_cache(cache)
+    if cached is not None:
+        return cached, None
     raw = _load_image_folder(path)
-    _write_cache(cache, raw)
-    return raw
+    return raw, lambda: _write_cache(cache, raw)
+
+
+def _read_cache(cache: Path) -> RawSplits | None:
+    """The decoded splits in ``cache``; None when it is missing, and a note when it is damaged (then rebuilt)."""
+    if not cache.exists():
+        return None
+    try:
+        blob = torch.load(cache, weights_only=True)
+        if blob.get("version") != CACHE_VERSION:
+            return None
+        train = (blob["train_x"], blob["train_y"])
+        test = (blob["test_x"], blob["test_y"])
+        for x, y in (train, test):
+            if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32) or len(x) != len(y):
+                raise ValueError("unexpected shapes")
+        return train, test, [str(c) for c in blob["classes"]]
+    except Exception as exc:  # a truncated or foreign file fails in many ways
+        print(f"note: data cache {cache} is damaged ({type(exc).__name__}); decoding the images again",
+              file=sys.stderr)
+        return None
 
 
 def _cache_path(path: Path) -> Path:
@@ -135,15 +164,30 @@ def _cache_path(path: Path) -> Path:
 
 
 def _write_cache(cache: Path, raw: RawSplits) -> None:
+    """Save the decoded splits (``.<name>.<pid>.tmp``, then rename); a cache that cannot be written is a note."""
     (train_x, train_y), (test_x, test_y), classes = raw
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save(
-        {"version": CACHE_VERSION, "train_x": train_x, "train_y": train_y,
-         "test_x": test_x, "test_y": test_y, "classes": classes},
-        tmp,
-    )
-    os.replace(tmp, cache)
+    try:
+        with atomic_open(cache, "wb") as fh:
+            torch.save({"version": CACHE_VERSION, "train_x": train_x, "train_y": train_y,
+                        "test_x": test_x, "test_y": test_y, "classes": classes}, fh)
+    except OSError as exc:
+        print(f"note: data cache {cache} not written ({exc.strerror or exc}); the images are decoded again "
+              f"next time", file=sys.stderr)
+
+
+def _read_pickle(file: Path) -> dict[str, Any]:
+    """One file of the cifar-10-batches-py folder; a missing or damaged one is a one-line error."""
+    if not file.is_file():
+        raise TrisegError(f"{file} is missing from the cifar-10-batches-py folder (download CIFAR-10 again)")
+    try:
+        with open(file, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")
+    except Exception as exc:  # garbage pickles fail in many ways
+        raise TrisegError(f"{file} is not a CIFAR-10 python batch ({type(exc).__name__}): download CIFAR-10 "
+                          f"again") from None
+    if not isinstance(entry, dict):
+        raise TrisegError(f"{file} is not a CIFAR-10 python batch: download CIFAR-10 again")
+    return entry
 
 
 def _load_pickles(path: Path, download: bool) -> RawSplits:
@@ -158,31 +202,72 @@ def _load_pickles(path: Path, download: bool) -> RawSplits:
         except Exception as exc:  # network errors come in many types
             raise TrisegError(f"could not download CIFAR-10 into {path}: {exc}") from None
 
+    meta = _read_pickle(root / "batches.meta")
+    classes = meta.get("label_names")
+    if not isinstance(classes, list) or not classes:
+        raise TrisegError(f"{root / 'batches.meta'} lists no label_names: download CIFAR-10 again")
+
     def read(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
         for name in names:
             file = root / name
-            if not file.exists():
-                raise TrisegError(f"{file} is missing from the cifar-10-batches-py folder")
-            with open(file, "rb") as fh:
-                entry = pickle.load(fh, encoding="latin1")
-            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(entry["labels"], dtype=np.int64))
+            entry = _read_pickle(file)
+            try:
+                x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(entry["labels"], dtype=np.int64).reshape(-1)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise TrisegError(f"{file} is not a CIFAR-10 python batch (bad {exc}): download CIFAR-10 "
+                                  f"again") from None
+            if len(x) != len(y) or (len(y) and not 0 <= y.min() <= y.max() < len(classes)):
+                raise TrisegError(f"{file} has {len(x)} images but {len(y)} labels, or labels outside "
+                                  f"0..{len(classes) - 1}: download CIFAR-10 again")
+            xs.append(x)
+            ys.append(y)
         return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
-    with open(root / "batches.meta", "rb") as fh:
-        classes = list(pickle.load(fh, encoding="latin1")["label_names"])
     train = read([f"data_batch_{i}" for i in range(1, 6)])
-    return train, read(["test_batch"]), classes
+    return train, read(["test_batch"]), [str(c) for c in classes]
 
 
 def _decode(data: bytes, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             arr = np.asarray(img.convert("RGB").resize((32, 32)) if img.size != (32, 32) else img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError):
+    except Exception:  # PIL reports broken files as OSError, ValueError, SyntaxError, DecompressionBombError, ...
         raise TrisegError(f"unreadable image: {name}") from None
     return arr.transpose(2, 0, 1)
+
+
+def _read_bytes(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise TrisegError(f"image {file} cannot be read ({exc.strerror or type(exc).__name__})") from None
+
+
+def _is_tarfile(path: Path) -> bool:
+    try:
+        return path.is_file() and tarfile.is_tarfile(path)
+    except (OSError, EOFError, zlib.error, tarfile.TarError):
+        return True  # a damaged archive: reading it names the problem
+
+
+def _read_tar(path: Path, files: dict[str, dict[str, list[tuple[str, bytes]]]]) -> None:
+    """Collect ``train/<class>/*`` and ``test/<class>/*`` images of a tar archive into ``files``."""
+    with tarfile.open(path) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            parts = parts[1:] if parts and parts[0] == "." else parts
+            if len(parts) >= 2 and parts[0] in files and member.isdir() and len(parts) == 2:
+                files[parts[0]].setdefault(parts[1], [])
+            if not member.isfile() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if len(parts) < 3 or parts[0] not in files:
+                continue
+            fh = tar.extractfile(member)
+            if fh is None:
+                continue
+            files[parts[0]].setdefault(parts[1], []).append((f"{path}:{member.name}", fh.read()))
 
 
 def _load_image_folder(path: Path) -> RawSplits:
@@ -195,22 +280,15 @@ def _load_image_folder(path: Path) -> RawSplits:
                 raise TrisegError(f"{path} has no {split}/ folder (expected train/<class>/*, test/<class>/*)")
             for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
                 files[split][cls_dir.name] = [
-                    (str(f), f.read_bytes()) for f in sorted(cls_dir.iterdir())
-                    if f.suffix.lower() in IMAGE_SUFFIXES
+                    (str(f), _read_bytes(f)) for f in sorted(cls_dir.iterdir())
+                    if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
                 ]
-    elif tarfile.is_tarfile(path):
-        with tarfile.open(path) as tar:
-            for member in tar:
-                parts = Path(member.name).parts
-                parts = parts[1:] if parts and parts[0] == "." else parts
-                if len(parts) >= 2 and parts[0] in files and member.isdir() and len(parts) == 2:
-                    files[parts[0]].setdefault(parts[1], [])
-                if not member.isfile() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                if len(parts) < 3 or parts[0] not in files:
-                    continue
-                data = tar.extractfile(member).read()
-                files[parts[0]].setdefault(parts[1], []).append((f"{path}:{member.name}", data))
+    elif _is_tarfile(path):
+        try:
+            _read_tar(path, files)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise TrisegError(f"archive {path} is damaged or truncated ({type(exc).__name__}): copy or download "
+                              f"it again") from None
         for split in files:
             if not files[split]:
                 raise TrisegError(f"archive {path} has no {split}/ folder (expected train/<class>/*, test/<class>/*)")

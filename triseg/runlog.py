@@ -5,19 +5,51 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from triseg.errors import TrisegError
+from triseg.options import max_threads
 
 
-def tensorboard_writer(log_dir: str | os.PathLike):
-    """A SummaryWriter under ``log_dir`` (created on demand)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from torch.utils.tensorboard import SummaryWriter
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
-    return SummaryWriter(str(log_dir))
+class LazyWriter:
+    """A TensorBoard SummaryWriter made at the first value logged, so that a run failing before its
+    first value leaves no event file and no folder. ``on_open(writer)`` runs once when it is made."""
+
+    def __init__(self, log_dir: str | os.PathLike, on_open: Callable[[Any], None] | None = None) -> None:
+        self.log_dir = Path(log_dir)
+        self.on_open = on_open
+        self._writer: Any = None
+
+    @property
+    def writer(self) -> Any:
+        """The SummaryWriter (made now if it does not exist yet)."""
+        if self._writer is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from torch.utils.tensorboard import SummaryWriter
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(str(self.log_dir))
+            if self.on_open is not None:
+                self.on_open(self._writer)
+        return self._writer
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def tensorboard_writer(log_dir: str | os.PathLike, on_open: Callable[[Any], None] | None = None) -> LazyWriter:
+    """A TensorBoard writer under ``log_dir``, made (with its folder) at the first value logged."""
+    return LazyWriter(log_dir, on_open)
 
 
 def resolve_device(device: str) -> str:
@@ -34,6 +66,6 @@ def resolve_device(device: str) -> str:
 def set_threads(workers: int | None) -> None:
     """Use ``workers`` CPU threads for tensor math (default: PyTorch's choice)."""
     if workers is not None:
-        if workers < 1:
-            raise TrisegError(f"--workers must be at least 1, got {workers}")
+        if not 1 <= workers <= max_threads():
+            raise TrisegError(f"--workers must be from 1 to {max_threads()} (4 per core), got {workers}")
         torch.set_num_threads(workers)

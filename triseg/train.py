@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from triseg import quant
-from triseg.artifacts import atomic_save
+from triseg.artifacts import atomic_save, load_checkpoint, resume_from
 from triseg.data import Cifar10, Split, batches, num_batches
 from triseg.errors import TrisegError
 from triseg.options import POSITIVE, Options, above, at_least, between, option
@@ -85,13 +85,16 @@ def fit(
     device: str = "cpu",
     epoch_hook: EpochHook | None = None,
     desc: str = "train",
+    resume_or_start: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` with SGD and a one-cycle/cosine schedule; checkpoint after every epoch.
 
     Each epoch draws its shuffling, augmentation and dropout from seeds derived from
     ``(cfg.seed, epoch)``, so a run resumed from a checkpoint ends with the same weights as an
     uninterrupted one. ``epoch_hook(model, epoch)`` runs at the start of each epoch (QAT freezing).
+    ``resume`` needs the checkpoint (a one-line error without it); ``resume_or_start`` uses it when present.
     """
+    use_checkpoint = resume_from(checkpoint, resume, resume_or_start)
     model.to(device)
     use_cl = cfg.channels_last and device == "cpu"
     if use_cl:
@@ -108,16 +111,22 @@ def fit(
         steps = min(steps, cfg.max_train_batches)
     if steps == 0:
         raise TrisegError(f"training split has {len(data.train)} images, fewer than one batch of {cfg.batch_size}")
+    if len(data.val) == 0:
+        raise TrisegError("the validation split is empty: pass --val-size of at least 1 (or use more training images)")
     sched = _scheduler(cfg, opt, steps)
     start, history = 0, {}
-    if resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    if use_checkpoint:
+        state = load_checkpoint(checkpoint, "training checkpoint", device)
         if state.get("config") != asdict(cfg):
             raise TrisegError(f"{checkpoint} was made with other settings; drop --resume or delete it")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, history = state["epoch"], state["history"]
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start, history = int(state["epoch"]), dict(state["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise TrisegError(f"training checkpoint {checkpoint} does not fit this model ({type(exc).__name__}): "
+                              f"delete it to start again, or drop --resume") from None
     writer = tensorboard_writer(log_dir)
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch)
@@ -147,7 +156,7 @@ def fit(
             seen += len(y)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}", refresh=False)
-        val_acc = evaluate(model, data.val, device=device, channels_last=use_cl) if len(data.val) else float("nan")
+        val_acc = evaluate(model, data.val, device=device, channels_last=use_cl)
         history = {"train_loss": total_loss / seen, "train_acc": 100 * correct / seen, "val_acc": val_acc}
         for key, value in history.items():
             writer.add_scalar(f"{desc}/{key}", value, epoch + 1)

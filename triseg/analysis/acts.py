@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,6 +12,7 @@ from tqdm import tqdm
 
 from triseg.analysis.stats import RunningStats
 from triseg.data import Split, normalize
+from triseg.paths import atomic_open
 from triseg.recorder import Recorder, attach
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -32,17 +31,9 @@ def iterate(split: Split, index_batches: list[torch.Tensor], desc: str) -> Itera
 
 
 def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez_compressed to a temp file beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """np.savez_compressed to ``.<name>.<pid>.tmp`` beside ``path``, then rename."""
+    with atomic_open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 @torch.no_grad()

@@ -20,17 +20,27 @@ def list_models(cfg: ModelsConfig) -> None:
         print(f"{name}: layers {', '.join(cls.layers())}; attention {', '.join(cls.ATTENTION_LAYERS)}")
 
 
+def _check_outputs(cfg: TrainFloatConfig | TrainQATConfig, stage: str, ckpt: Path) -> None:
+    """Before any work: the stage file, the checkpoint and the TensorBoard folder can be written; --resume
+    has a checkpoint."""
+    artifacts.check_output_file(artifacts.stage_path(cfg.output_dir, cfg.model, stage))
+    artifacts.check_output_file(ckpt)
+    artifacts.check_output_dir(run_dir(cfg, stage, cfg.seed))
+    artifacts.resume_from(ckpt, cfg.resume, cfg.resume_or_start)
+
+
 def train_float(cfg: TrainFloatConfig) -> None:
     prepare(cfg)
     device = resolve_device(cfg.device)
+    ckpt = Path(cfg.output_dir) / "checkpoints" / f"{cfg.model}_float.ckpt"
+    _check_outputs(cfg, "float", ckpt)
     data = load_data(cfg)
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, schedule=cfg.schedule,
                        weight_decay=cfg.weight_decay, seed=cfg.seed, max_train_batches=cfg.max_train_batches)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
-    ckpt = Path(cfg.output_dir) / "checkpoints" / f"{cfg.model}_float.ckpt"
     hist = fit(model, data, tcfg, ckpt, run_dir(cfg, "float", cfg.seed), resume=cfg.resume, device=device,
-               desc=f"{cfg.model} float")
+               desc=f"{cfg.model} float", resume_or_start=cfg.resume_or_start)
     model.cpu()
     test_acc = evaluate(model, data.test)
     path = artifacts.save_stage(model, cfg.output_dir, cfg.model, "float", val_acc=hist["val_acc"],
@@ -42,15 +52,16 @@ def train_qat(cfg: TrainQATConfig) -> None:
     prepare(cfg)
     be = backend(cfg.backend)
     device = resolve_device(cfg.device)
+    ckpt = Path(cfg.output_dir) / "checkpoints" / f"{cfg.model}_qat.ckpt"
+    _check_outputs(cfg, "qat", ckpt)
     float_model = artifacts.load_float(cfg.output_dir, cfg.model)
     data = load_data(cfg)
     model = artifacts.prepare_for_qat(float_model, be)
     tcfg = TrainConfig(epochs=cfg.qat_epochs, lr=cfg.qat_lr, batch_size=cfg.batch_size, seed=cfg.seed,
                        channels_last=False, max_train_batches=cfg.max_train_batches)
-    ckpt = Path(cfg.output_dir) / "checkpoints" / f"{cfg.model}_qat.ckpt"
     hook = qat_epoch_hook(cfg.qat_epochs, cfg.freeze_bn_epoch, cfg.freeze_observer_epoch)
     hist = fit(model, data, tcfg, ckpt, run_dir(cfg, "qat", cfg.seed), resume=cfg.resume, device=device,
-               epoch_hook=hook, desc=f"{cfg.model} qat")
+               epoch_hook=hook, desc=f"{cfg.model} qat", resume_or_start=cfg.resume_or_start)
     model.cpu()
     path = artifacts.save_stage(model, cfg.output_dir, cfg.model, "qat", backend=be, val_acc=hist["val_acc"],
                                 config=tcfg.to_dict())
@@ -59,6 +70,7 @@ def train_qat(cfg: TrainQATConfig) -> None:
 
 def export_int8(cfg: ExportInt8Config) -> None:
     prepare(cfg)
+    artifacts.check_output_file(artifacts.stage_path(cfg.output_dir, cfg.model, "int8"))
     qat_model, be = artifacts.load_qat(cfg.output_dir, cfg.model)
     backend(cfg.backend, be)
     int8 = quant.convert(qat_model, be)
@@ -68,6 +80,7 @@ def export_int8(cfg: ExportInt8Config) -> None:
 
 def eval_int8(cfg: EvalInt8Config) -> None:
     prepare(cfg)
+    out = artifacts.check_output_file(Path(cfg.output_dir) / f"{cfg.model}_int8_eval.json")
     int8, be = artifacts.load_int8(cfg.output_dir, cfg.model, cfg.engine)
     backend(cfg.backend, be)
     qat_model, _ = artifacts.load_qat(cfg.output_dir, cfg.model)
@@ -80,7 +93,7 @@ def eval_int8(cfg: EvalInt8Config) -> None:
         "acc_qat": 100.0 * p_qat.eq(test.y).float().mean().item(),
         "top1_agreement": 100.0 * p_int8.eq(p_qat).float().mean().item(),
     }
-    out = write_json(result, Path(cfg.output_dir) / f"{cfg.model}_int8_eval.json")
+    write_json(result, out)
     print(f"{cfg.model} INT8 ({be}) test {result['acc_int8']:.2f}% | QAT {result['acc_qat']:.2f}% | "
           f"top-1 agreement {result['top1_agreement']:.2f}% on {len(test)} images -> {out}")
 

@@ -4,8 +4,6 @@ teacher-vs-student confusion, accuracy drop against coverage. Each function retu
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +16,7 @@ from matplotlib.patches import Patch
 
 from triseg.approx.config import LayerCodes
 from triseg.approx.lut import map_codes
+from triseg.paths import atomic_open
 
 SEGMENT_COLORS = {"zero": "#9e9e9e", "v1": "#1f77b4", "v2": "#ff7f0e", "rest": "#5f6b7a"}
 
@@ -30,17 +29,9 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
 
 
 def save_png(data: bytes, path: Path) -> None:
-    """Write PNG bytes to a temp file beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write PNG bytes to ``.<name>.<pid>.tmp`` beside ``path``, then rename."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
 
 
 def mapped_counts(counts: np.ndarray, c: LayerCodes) -> np.ndarray:

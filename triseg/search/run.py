@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from triseg.artifacts import atomic_save
+from triseg.artifacts import atomic_save, load_checkpoint, resume_from
+from triseg.errors import TrisegError
 from triseg.runlog import tensorboard_writer
 from triseg.search.base import Evaluator, ParetoArchive, Strategy, TopK, candidate_list
 
@@ -39,21 +40,40 @@ class SearchOutcome:
     finished: bool
 
 
+def _identity(strategy: Strategy, settings: SearchSettings) -> dict[str, object]:
+    """What a checkpoint must match to be continued (``stop_after`` and the logging periods may change)."""
+    return {"strategy": strategy.name, "episodes": settings.episodes, "top_k": settings.top_k,
+            "objective": settings.objective}
+
+
 def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSettings, checkpoint: Path,
-               log_dir: Path, resume: bool = False) -> SearchOutcome:
-    """Run ``settings.episodes`` evaluations; checkpoint so that --resume ends where a full run would."""
+               log_dir: Path, resume: bool = False, resume_or_start: bool = False) -> SearchOutcome:
+    """Run ``settings.episodes`` evaluations; checkpoint so that --resume ends where a full run would.
+
+    ``resume`` needs the checkpoint (a one-line error without it, or when it is damaged or was made with
+    other settings); ``resume_or_start`` uses it when present. ``stop_after`` ends the run early with a
+    checkpoint of exactly the episodes done.
+    """
     top = candidate_list(settings.objective, settings.top_k)
     history: list[dict[str, float]] = []
     start, elapsed = 0, 0.0
-    if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        strategy.load_state_dict(state["strategy"])
-        top.load_state_dict(state["top"])
-        history, start, elapsed = state["history"], state["episode"], state["wall_time"]
-        evaluator.evaluations = state["evaluations"]
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
-        random.setstate(state["python_rng"])
+    if resume_from(checkpoint, resume, resume_or_start):
+        state = load_checkpoint(checkpoint, "search checkpoint")
+        made_with = state.get("settings", _identity(strategy, settings))
+        if made_with != _identity(strategy, settings):
+            raise TrisegError(f"search checkpoint {checkpoint} was made with other settings ({made_with}); "
+                              f"drop --resume or delete it")
+        try:
+            strategy.load_state_dict(state["strategy"])
+            top.load_state_dict(state["top"])
+            history, start, elapsed = list(state["history"]), int(state["episode"]), float(state["wall_time"])
+            evaluator.evaluations = state["evaluations"]
+            torch.set_rng_state(state["torch_rng"])
+            np.random.set_state(state["numpy_rng"])
+            random.setstate(state["python_rng"])
+        except Exception as exc:  # a foreign or edited file fails in many ways
+            raise TrisegError(f"search checkpoint {checkpoint} does not fit this search ({type(exc).__name__}): "
+                              f"delete it to start again, or drop --resume") from None
     writer = tensorboard_writer(log_dir)
     t0 = time.time() - elapsed
     best = max((h["reward"] for h in history), default=float("-inf"))
@@ -62,7 +82,7 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
         atomic_save({"strategy": strategy.state_dict(), "top": top.state_dict(), "history": history,
                      "episode": episode, "wall_time": time.time() - t0, "evaluations": evaluator.evaluations,
                      "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                     "python_rng": random.getstate()}, checkpoint)
+                     "python_rng": random.getstate(), "settings": _identity(strategy, settings)}, checkpoint)
 
     bar = tqdm(range(start, settings.episodes), initial=start, total=settings.episodes,
                desc=f"search {strategy.name}", mininterval=2.0, dynamic_ncols=True)
@@ -91,9 +111,10 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
                        f"best {best:.4f}")
         bar.set_postfix(best=f"{best:.4f}", refresh=False)
         done = episode + 1
-        if done % settings.checkpoint_every == 0 or done == settings.episodes:
+        stop = settings.stop_after is not None and settings.stop_after <= done < settings.episodes
+        if done % settings.checkpoint_every == 0 or done == settings.episodes or stop:
             save(done)
-        if settings.stop_after is not None and done >= settings.stop_after:
+        if stop:
             writer.close()
             return SearchOutcome(top, history, time.time() - t0, finished=False)
     writer.close()
