@@ -104,3 +104,27 @@ def test_savings_job_selects_fewest_multiplies_within_the_margin(tmp_path, sampl
                          for a, b in zip(front, front[1:]))
     written = json.loads((tmp_path / "tri_ppo_int_codes" / "result.json").read_text())
     assert written["objective"] == "savings" and written["pareto_front"] == front
+
+
+def test_pareto_mode_prints_and_picks_a_point(tmp_path, capsys) -> None:
+    from triseg.cli import main
+
+    common = ["--model", "lenet5", "--output-dir", str(tmp_path), "--workers", "1"]
+    assert main(["search", *common, "--search", "random", "--episodes", "10", "--top-k", "5", "--calib-batches", "1",
+                 "--objective", "savings", "--dynamic-tmax", "--max-acc-drop", "50", "--no-test"]) == 0
+    path = tmp_path / "tri_ppo_int_codes" / "result.json"
+    front = json.loads(path.read_text())["pareto_front"]
+    capsys.readouterr()
+    assert main(["pareto", "--config-path", str(path), "--pick", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") >= len(front) + 2 and "<- selected" in out
+    picked = api.SearchResult.read(tmp_path / "tri_ppo_int_codes" / "result.pareto0.json")
+    assert picked.test is None and picked.validation.acc_drop == pytest.approx(front[0]["val_drop"])
+    assert {k: v.to_json() for k, v in picked.config.items()} == front[0]["layers"]
+    assert main(["pareto", "--config-path", str(path), "--pick", str(len(front))]) == 2
+    assert f"has {len(front)} points" in capsys.readouterr().err
+    assert main(["search", *common, "--search", "exact-mse", "--episodes", "1", "--calib-batches", "1",
+                 "--no-test", "--result-file", "plain.json"]) == 0
+    capsys.readouterr()
+    assert main(["pareto", "--config-path", str(tmp_path / "tri_ppo_int_codes" / "plain.json")]) == 2
+    assert "has no Pareto front" in capsys.readouterr().err

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from triseg.approx.calibrate import TMAX_MARGIN, TMAX_PERCENTILE
 from triseg.approx.config import config_path as spelled_path
 from triseg.options import (NON_NEGATIVE, POSITIVE, Options, above, at_least, between, input_file, input_folder,
-                            input_path, not_empty, option, output_file, output_folder, output_name, threads)
+                            input_path, not_empty, option, output_file, output_folder, output_name,
+                            plain_file_name, threads)
 from triseg.quant import BACKENDS
 from triseg.search.base import OBJECTIVES
 from triseg.search.ppo import PPOConfig
@@ -229,6 +230,16 @@ class FinalTestConfig(StudentOptions, BatchOptions, ConfigPathOptions):
 
     cli_hidden = ("seed", "val_size")
     batch_size: int = option(256, "batch size", check=POSITIVE)
+
+
+@dataclass
+class ParetoConfig(ConfigPathOptions):
+    """``pareto``: print a savings result's Pareto front, or write one of its points as a result."""
+
+    pick: int | None = option(None, "write point N of the front (0 = fewest multiplies) as a result beside the "
+                                    "original, selected on validation and not yet tested", check=NON_NEGATIVE)
+    output: str | None = option(None, "file name of the picked point (default <stem>.pareto<N>.json)",
+                                check=plain_file_name)
 
 
 @dataclass

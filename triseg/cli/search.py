@@ -1,18 +1,20 @@
-"""Modes of the tri-segment search: search / train_ppo_triseg, eval_ppo_int8 and final_test."""
+"""Modes of the tri-segment search: search / train_ppo_triseg, eval_ppo_int8, pareto and final_test."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from triseg.approx.config import config_path
+from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.student import evaluate_student
 from triseg.cli.common import load_data, prepare, write_json
 from triseg.cli.modes import Mode
+from triseg.errors import TrisegError
 from triseg.hardware.cost import hardware_report
-from triseg.jobs import EvalConfig, FinalTestConfig, SearchConfig
-from triseg.search.job import SearchRun, energy_table, final_test, run_search, teacher_for
-from triseg.search.result import RESULT_DIR
+from triseg.jobs import EvalConfig, FinalTestConfig, ParetoConfig, SearchConfig
+from triseg.search.job import (SearchRun, energy_table, final_test, pareto_front, pick_pareto_point, run_search,
+                               teacher_for)
+from triseg.search.result import RESULT_DIR, SearchResult
 
 
 def report_run(run: SearchRun) -> None:
@@ -73,12 +75,34 @@ def final_test_mode(cfg: FinalTestConfig) -> None:
     print(f"{result.summary()} -> {config_path(cfg.config_path)}")
 
 
+def pareto(cfg: ParetoConfig) -> None:
+    result = SearchResult.read(cfg.config_path)
+    front = pareto_front(result, cfg.config_path)
+    chosen = result.config
+    print(f"{'#':>3} {'val drop':>9} {'multiplies left':>16} {'val acc':>8} {'episode':>8}")
+    for i, p in enumerate(front):
+        mark = "  <- selected" if TrisegConfig.from_json({**p, "model": result.model, "backend": result.backend},
+                                                          cfg.config_path).layers == chosen else ""
+        print(f"{i:>3} {p['val_drop']:>9.2f} {p['multiplies_left']:>16.3f} {p['val_acc']:>8.2f} {p['episode']:>8}{mark}")
+    if cfg.pick is None:
+        return
+    source = config_path(cfg.config_path)
+    out = source.parent / (cfg.output or f"{source.stem}.pareto{cfg.pick}.json")
+    if out.resolve() == source.resolve():
+        raise TrisegError(f"--output {cfg.output} would overwrite the result itself")
+    picked = pick_pareto_point(result, cfg.pick, cfg.config_path)
+    picked.write(out)
+    print(f"point {cfg.pick}: {picked.selection} -> {out} (evaluate it once with final_test)")
+
+
 SEARCH_HELP = "search tri-segment maps (PPO by default) -> tri_ppo_int_codes/<result-file>"
 MODES = [
     Mode("train_ppo_triseg", SEARCH_HELP, SearchConfig, search),
     Mode("search", "alias of train_ppo_triseg", SearchConfig, search),
     Mode("eval_ppo_int8", "test accuracy of the INT8 model with a config's maps, and per-layer coverage", EvalConfig,
          eval_ppo_int8),
+    Mode("pareto", "print a savings result's Pareto front (validation drop vs multiplies left); --pick N writes "
+         "one point as a result", ParetoConfig, pareto),
     Mode("final_test", "evaluate a result selected with --no-test once on the test split (written in place)",
          FinalTestConfig, final_test_mode),
 ]

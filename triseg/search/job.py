@@ -27,7 +27,7 @@ from triseg.runlog import set_threads, tensorboard_writer
 from triseg.search import space as space_mod
 from triseg.search.base import EpisodeBatches, Evaluator, ParetoArchive, Score, Strategy, TopK
 from triseg.search.registry import build_strategy, strategy_spec
-from triseg.search.result import RunPaths, SearchResult
+from triseg.search.result import RunPaths, SearchResult, Validation
 from triseg.search.run import SearchSettings, run_search as run_loop
 from triseg.search.select import coverage_on, evaluate_on_test, select_on_validation, select_savings
 from triseg.search.space import SearchSpace
@@ -237,3 +237,27 @@ def final_test(cfg: FinalTestConfig) -> SearchResult:
 
 def _write_json(obj: Any, path: Path) -> None:
     atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def pareto_front(result: SearchResult, source: str) -> list[dict[str, Any]]:
+    """The validated Pareto front of a savings result; an error for other results."""
+    front = result.settings.get("pareto_front")
+    if not isinstance(front, list) or not front:
+        raise TrisegError(f"result {source} has no Pareto front (search with --objective savings)")
+    return front
+
+
+def pick_pareto_point(result: SearchResult, index: int, source: str) -> SearchResult:
+    """Point ``index`` of the front as a result of its own: selected on validation, test not opened."""
+    front = pareto_front(result, source)
+    if index >= len(front):
+        raise TrisegError(f"--pick {index}: the front of {source} has {len(front)} points (0-{len(front) - 1})")
+    point = front[index]
+    config = TrisegConfig.from_json({"layers": point["layers"], "model": result.model, "backend": result.backend},
+                                    source).layers
+    validation = Validation(result.validation.acc_teacher, point["val_acc"], point["val_drop"], [])
+    settings = {k: v for k, v in result.settings.items() if k not in ("pareto_front", "hardware")}
+    return SearchResult(result.model, result.backend, config,
+                        f"pareto point {index} of {source} (val drop={point['val_drop']:.2f}%, multiplies left "
+                        f"{point['multiplies_left']:.3f})", validation, {}, None,
+                        {**settings, "picked_from": source, "pareto_index": index})

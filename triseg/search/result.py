@@ -159,8 +159,12 @@ class SearchResult:
         return cls.from_json(obj, str(p))
 
     def summary(self) -> str:
-        """One line: validation (and test) drop, mapped share."""
+        """One line: validation (and test) drop, mapped share, multiplies left."""
         test = "" if self.test is None else (f"; test teacher {self.test.acc_teacher:.2f}% student "
                                              f"{self.test.acc_student:.2f}% drop {self.test.acc_drop:.2f} points")
-        return (f"{self.model} {self.settings.get('search', '?')}: {self.selection}{test}; "
-                f"mapped share ({self.coverage.get('split', 'test')}) {self.coverage.get('mapped_share', float('nan')):.3f}")
+        hw = self.settings.get("hardware")
+        left = "" if not isinstance(hw, dict) else (
+            f"; multiplies left ({hw['split']}) {hw['totals']['multiplies_left_vs_zero_skipping_int8']:.3f} of "
+            "zero-skipping INT8")
+        return (f"{self.model} {self.settings.get('search', '?')}: {self.selection}{test}; mapped share "
+                f"({self.coverage.get('split', 'test')}) {self.coverage.get('mapped_share', float('nan')):.3f}{left}")
