@@ -114,7 +114,7 @@ def test_bad_option_values_are_one_line(tmp_path, capsys):
     assert main(["train_float", "--model", "lenet5", "--batch-size", "0", "--output-dir", str(tmp_path)]) == 2
     assert main(["train_float", "--model", "lenet5", "--data-dir", str(tmp_path / "none")]) == 2
     errs = capsys.readouterr().err.strip().splitlines()
-    assert len(errs) == 2 and "batch-size" in errs[0] and "does not exist" in errs[1]
+    assert len(errs) == 2 and "batch-size" in errs[0] and "none not found" in errs[1]
     with pytest.raises(SystemExit) as ex:
         main(["train_float", "--epochs", "many"])
     assert ex.value.code == 2

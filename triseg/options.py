@@ -83,8 +83,14 @@ def max_threads() -> int:
 
 def threads(low: int = 1) -> Check:
     """A count of threads or worker processes: from ``low`` to :func:`max_threads`."""
-    return lambda v: (None if _finite(v) and low <= v <= max_threads()
-                      else f"must be from {low} to {max_threads()} (4 per core)")
+
+    def check(v: Any) -> str | None:
+        if not _finite(v) or v < low:
+            return f"must be a number >= {low}"
+        return None if v <= max_threads() else f"must be at most {max_threads()} (4 per core)"
+
+    return check
+
 
 OUTPUT_SUBFOLDERS = ("checkpoints", "runs", "tri_ppo_int_codes", "reports", "analysis", "activations", "export")
 
@@ -230,7 +236,7 @@ class Options:
             if isinstance(check, PathCheck) and isinstance(value, str) and value:
                 problem = check.on_disk(value, self)
                 if problem:
-                    raise TrisegError(f"{flag(f.name)} {value}: {problem}")
+                    raise TrisegError(f"{flag(f.name)} {value} {problem}")
 
     def replace(self, **changes: Any) -> "Options":
         """A copy with some fields changed (and checked)."""

@@ -152,7 +152,7 @@ def input_problem(path: str | os.PathLike, folder: bool | None = False) -> str |
     """Why ``path`` cannot be read as a file (``folder=False``), a folder (True) or either (None), or None."""
     p = Path(path)
     if not p.exists():
-        return "does not exist" if not os.path.lexists(p) else "is a broken link"
+        return "not found" if not os.path.lexists(p) else "is a broken link"
     if folder is False and p.is_dir():
         return "is a folder, not a file"
     if folder is True and not p.is_dir():

@@ -11,7 +11,7 @@ from triseg.analysis.acts import activation_stats, dump_activations, sample_batc
 from triseg.analysis.sensitivity import layer_sensitivity, search_output_dir
 from triseg.analysis.stats import PERCENTILES, code_percentiles, weight_stats
 from triseg.approx.calibrate import collect_histograms
-from triseg.approx.config import config_path
+from triseg.approx.config import TrisegConfig, config_path
 from triseg.artifacts import atomic_write_text
 from triseg.cli.common import backend, load_data, prepare, write_json
 from triseg.cli.modes import Mode
@@ -21,7 +21,7 @@ from triseg.jobs import (DumpConfig, DumpFloatConfig, ModelOptions, PercentilesC
                          VarianceConfig)
 from triseg.models.base import TapModel
 from triseg.report.build import ReportInputs, build_report
-from triseg.search.job import teacher_for
+from triseg.teacher import Teacher, load_result_teacher
 
 
 def _split(data: Cifar10, name: str, max_images: int | None = None) -> Split:
@@ -120,17 +120,25 @@ def collect_percentiles(args: PercentilesConfig) -> None:
     print(f"-> {path}")
 
 
+def _result_teacher(args: SensitivityConfig, run_dir: str | None = None) -> tuple[Teacher, TrisegConfig, str | None]:
+    """The teacher the result was searched on (from the search's own output folder first), its checked config
+    and the note of --allow-other-teacher."""
+    return load_result_teacher(args.config_path, args.model, args.output_dir,
+                               search_output_dir(config_path(args.config_path), run_dir), args.engine, args.device,
+                               args.backend, args.allow_other_teacher)
+
+
 def analyze_sensitivity(args: SensitivityConfig) -> None:
     prepare(args)
-    teacher = teacher_for(args)
+    stem = config_path(args.config_path).stem
+    out = artifacts.check_output_file(_analysis_dir(args, "int8") / f"sensitivity_{stem}_{args.split}.json")
+    teacher, cfg, other = _result_teacher(args)
     model, be = teacher.model, teacher.backend
-    cfg = teacher.load_config(args.config_path)
     split = _split(load_data(args), args.split, args.max_images)
     sens = layer_sensitivity(model, cfg.layers, split, args.batch_size)
-    stem = config_path(args.config_path).stem
     path = write_json({"model": args.model, "backend": be, "config": args.config_path, "split": args.split,
-                       "images": len(split), **sens},
-                      _analysis_dir(args, "int8") / f"sensitivity_{stem}_{args.split}.json")
+                       "images": len(split), "teacher": teacher.identity(),
+                       **({"other_teacher": other} if other else {}), **sens}, out)
     print(f"{args.model} on {len(split)} {args.split} images: teacher {sens['acc_teacher']:.2f}% "
           f"all layers {sens['acc_student']:.2f}% (drop {sens['drop_full']:.2f})")
     print(f"{'rank':<6}{'layer':<16}{'drop only':>11}{'drop all but':>14}{'recovered':>11}")
@@ -142,26 +150,33 @@ def analyze_sensitivity(args: SensitivityConfig) -> None:
 
 def _read_sensitivity(path: str, model: str, layers: list[str]) -> dict[str, Any]:
     p = Path(path)
-    if not p.exists():
-        raise TrisegError(f"sensitivity file {p} not found (run analyze_sensitivity first)")
     try:
         sens = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise TrisegError(f"sensitivity file {p} is not valid JSON ({exc.msg})") from None
-    if not isinstance(sens, dict) or sens.get("model") != model or sorted(sens.get("layers", {})) != sorted(layers):
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrisegError(f"sensitivity file {p} is not valid JSON ({exc}): run analyze_sensitivity again") from None
+    if not isinstance(sens, dict) or sens.get("model") != model or not isinstance(sens.get("layers"), dict) \
+            or sorted(sens["layers"]) != sorted(layers):
         raise TrisegError(f"sensitivity file {p} is not for this config ({model}: {', '.join(layers)})")
+    keys = ("drop_only", "drop_all_but", "recovered")
+    ok = (sorted(sens.get("ranking", [])) == sorted(layers) and all(isinstance(sens.get(k), (int, float)) for k in
+          ("drop_full", "acc_teacher", "acc_student", "images")) and isinstance(sens.get("split"), str)
+          and all(isinstance(v, dict) and all(isinstance(v.get(k), (int, float)) for k in keys)
+                  for v in sens["layers"].values()))
+    if not ok:
+        raise TrisegError(f"sensitivity file {p} lacks numbers the report needs: run analyze_sensitivity again")
     return sens
 
 
 def report(args: ReportConfig) -> None:
     prepare(args)
     cfile = config_path(args.config_path)
-    if args.run_dir is not None and not Path(args.run_dir).is_dir():
-        raise TrisegError(f"--run-dir {args.run_dir} is not a folder")
-    teacher = teacher_for(args)
+    out_dir = Path(args.output_dir) / "reports"
+    name = args.report_file or f"{cfile.stem}.html"
+    artifacts.check_output_file(out_dir / name)
+    artifacts.check_output_dir(out_dir / f"{Path(name).stem}_figures")
+    teacher, cfg, other = _result_teacher(args, args.run_dir)
     model = teacher.model
-    cfg = teacher.load_config(args.config_path)
-    result = json.loads(cfile.read_text())
+    result = cfg.to_json()
     sens = None if args.sensitivity_file is None else _read_sensitivity(args.sensitivity_file, args.model,
                                                                         list(cfg.layers))
     data = load_data(args)
@@ -170,9 +185,7 @@ def report(args: ReportConfig) -> None:
                           search_dir=search_output_dir(cfile, args.run_dir), split=split,
                           split_name=args.split, classes=data.classes,
                           batch_size=args.batch_size, hist_batches=args.hist_batches, seed=args.seed,
-                          sensitivity=sens)
-    out_dir = Path(args.output_dir) / "reports"
-    name = args.report_file or f"{cfile.stem}.html"
+                          sensitivity=sens, teacher=teacher.identity(), other_teacher=other)
     html = build_report(inputs, out_dir / f"{Path(name).stem}_figures")
     atomic_write_text(html, out_dir / name)
     print(f"report of {cfile} ({len(cfg.layers)} layers, {len(split)} {args.split} images) -> {out_dir / name}")

@@ -3,43 +3,66 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+from typing import Any
 
 from triseg import artifacts
 from triseg.artifacts import sha256
-from triseg.cli.common import prepare, write_json
+from triseg.cli.common import write_json
 from triseg.cli.modes import Mode
 from triseg.errors import TrisegError
 from triseg.jobs import ZooAddConfig
 
 
+def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing, unreadable or damaged file is a one-line error saying ``fix``."""
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrisegError(f"{what} {path} is damaged ({exc}): {fix}") from None
+    if not isinstance(obj, dict):
+        raise TrisegError(f"{what} {path} is not a JSON object: {fix}")
+    return obj
+
+
 def zoo_add(args: ZooAddConfig) -> None:
-    prepare(args)
     zoo = Path(args.zoo_dir or artifacts.ZOO_DIR)
+    manifest_path = zoo / "manifest.json"
+    artifacts.check_output_file(manifest_path)
     eval_file = Path(args.output_dir) / f"{args.model}_int8_eval.json"
     if not eval_file.exists():
         raise TrisegError(f"{eval_file} not found: run eval_int8 first")
-    evaluation = json.loads(eval_file.read_text())
-    float_blob = artifacts.read_stage(args.output_dir, args.model, "float")
-    files = {}
-    for stage in artifacts.STAGES:
-        src = artifacts.stage_path(args.output_dir, args.model, stage)
-        if not src.exists():
+    evaluation = _read_json(eval_file, "INT8 evaluation", "run eval_int8 again")
+    try:
+        acc = {k: round(float(evaluation[k]), 2) for k in ("acc_qat", "acc_int8", "top1_agreement")}
+        backend, images = str(evaluation["backend"]), int(evaluation["images"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrisegError(f"INT8 evaluation {eval_file} lacks {exc}: run eval_int8 again") from None
+    sources = {stage: artifacts.stage_path(args.output_dir, args.model, stage) for stage in artifacts.STAGES}
+    for stage, src in sources.items():
+        if not src.is_file():
             raise TrisegError(f"{src} not found: run {artifacts.STAGES[stage][1]} first")
-        dst = artifacts.stage_path(zoo, args.model, stage)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+    blobs = {stage: artifacts.read_stage_file(src, args.model, stage) for stage, src in sources.items()}
+    meta = blobs["float"].get("meta")
+    float_acc = meta.get("test_acc") if isinstance(meta, dict) else None
+    if not isinstance(float_acc, (int, float)):
+        raise TrisegError(f"{sources['float']} records no test accuracy: run train_float again")
+    manifest = _read_json(manifest_path, "zoo manifest", "repair it or restore it from git") \
+        if manifest_path.exists() else {}
+    for src in sources.values():
+        artifacts.check_output_file(zoo / src.name)
+    files = {}
+    for stage, src in sources.items():
+        dst = zoo / src.name
+        artifacts.atomic_write_bytes(src.read_bytes(), dst)
         files[stage] = {"file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size}
-    manifest_path = zoo / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest[args.model] = {
-        "backend": evaluation["backend"],
-        "acc_float_test": round(float_blob["meta"]["test_acc"], 2),
-        "acc_qat_test": round(evaluation["acc_qat"], 2),
-        "acc_int8_test": round(evaluation["acc_int8"], 2),
-        "int8_qat_top1_agreement": round(evaluation["top1_agreement"], 2),
-        "test_images": evaluation["images"],
+        "backend": backend,
+        "acc_float_test": round(float(float_acc), 2),
+        "acc_qat_test": acc["acc_qat"],
+        "acc_int8_test": acc["acc_int8"],
+        "int8_qat_top1_agreement": acc["top1_agreement"],
+        "test_images": images,
         "commands": args.command,
         "files": files,
     }

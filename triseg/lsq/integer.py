@@ -158,7 +158,8 @@ class IntegerModel:
         except TrisegError as exc:
             raise TrisegError(f"{path}: {exc}") from None
         except Exception as exc:  # zip/pickle errors come in many types
-            raise TrisegError(f"cannot read integer model {path}: {exc}") from None
+            raise TrisegError(f"integer model {path} is damaged or not one ({type(exc).__name__}): export it "
+                              f"again (lsq-qat or lsq-infer --export)") from None
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         """The only float step: normalised images to signed input codes (on the CPU, like the engine)."""

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from triseg import data as tdata
-from triseg.artifacts import atomic_save, atomic_write_text
+from triseg.artifacts import atomic_save, atomic_write_text, check_output_dir, check_output_file, resume_from
 from triseg.errors import TrisegError
 from triseg.lsq.models import build_model
 from triseg.lsq.qat import QuantNet, to_qat
@@ -144,8 +144,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types
-        raise TrisegError(f"cannot read checkpoint {path}: {exc}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") not in ("float", "qat"):
+        raise TrisegError(f"checkpoint {path} is damaged ({type(exc).__name__}): train it again, or delete it "
+                          f"and drop --resume") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") not in ("float", "qat") or not isinstance(ckpt.get("meta"), dict):
         raise TrisegError(f"{path} is not an LSQ checkpoint from lsq-train or lsq-qat")
     return ckpt
 
@@ -153,11 +154,46 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
     """The float or QAT network stored in ``ckpt``."""
     meta = ckpt["meta"]
-    net = build_model(meta["model"], meta["num_classes"], meta["small_input"])
-    if ckpt["kind"] == "qat":
-        net = to_qat(net, meta["w_bits"], meta["a_bits"], meta["first_last_bits"])
-    net.load_state_dict(ckpt["model"])
+    try:
+        net = build_model(meta["model"], meta["num_classes"], meta["small_input"])
+        if ckpt["kind"] == "qat":
+            net = to_qat(net, meta["w_bits"], meta["a_bits"], meta["first_last_bits"])
+        net.load_state_dict(ckpt["model"])
+    except TrisegError:
+        raise
+    except Exception as exc:  # a foreign or edited checkpoint fails in many ways
+        raise TrisegError(f"the {ckpt['kind']} checkpoint does not hold a model this version builds "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
     return net
+
+
+RESUME_FREE = ("resume", "resume_or_start", "workers", "loader_workers", "log_dir", "device", "cuda", "output_dir",
+               "eval_limit", "float_checkpoint", "epochs")
+
+
+def _check_same_settings(ckpt: dict, cfg: LsqTrainingOptions, path: Path) -> None:
+    """A resumed run must use the settings its checkpoint was made with (all but the folders, threads,
+    device and the number of epochs)."""
+    made = ckpt.get("config")
+    if not isinstance(made, dict):
+        return
+    now = cfg.to_dict()
+    changed = [k for k in now if k in made and k not in RESUME_FREE and made[k] != now[k]]
+    if changed:
+        k = changed[0]
+        raise TrisegError(f"{path} was made with --{k.replace('_', '-')} {made[k]}, not {now[k]}: pass the same "
+                          f"options to resume, or choose another --output-dir")
+
+
+def check_outputs(cfg: LsqTrainingOptions, files: tuple[str, ...]) -> None:
+    """Before any work: the run's files and TensorBoard folder can be written, and --resume has a checkpoint."""
+    out = Path(cfg.output_dir)
+    for name in files:
+        check_output_file(out / name)
+    check_output_dir(Path(cfg.log_dir) / out.name)
+    ckpt = out / "checkpoint.pt"
+    if not resume_from(ckpt, cfg.resume, cfg.resume_or_start) and ckpt.exists():
+        raise TrisegError(f"{ckpt} exists: pass --resume to continue it, or choose another --output-dir")
 
 
 def _progress(batches: Batches, total: int, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -178,16 +214,23 @@ def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * source.train_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     start, history = 0, []
-    if cfg.resume:
+    if resume_from(ckpt_path, cfg.resume, cfg.resume_or_start):
         ckpt = load_checkpoint(ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        start, history = ckpt["epoch"], ckpt["history"]
+        if ckpt["kind"] != kind:
+            raise TrisegError(f"{ckpt_path} is a {ckpt['kind']} checkpoint, not {kind}: choose another --output-dir")
+        _check_same_settings(ckpt, cfg, ckpt_path)
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            start, history = int(ckpt["epoch"]), list(ckpt["history"])
+        except Exception as exc:  # another model or optimiser fails in many ways
+            raise TrisegError(f"{ckpt_path} was made with other settings ({type(exc).__name__}): drop --resume "
+                              f"and choose another --output-dir") from None
     elif ckpt_path.exists():
         raise TrisegError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --output-dir")
-    writer = tensorboard_writer(Path(cfg.log_dir) / out.name)
-    _purge_from(writer, start + 1)  # steps are epochs: 1..start are in the checkpoint, start+1.. are redone
+    # steps are epochs: 1..start are in the checkpoint, start+1.. are redone
+    writer = tensorboard_writer(Path(cfg.log_dir) / out.name, on_open=lambda w: _purge_from(w, start + 1))
     for epoch in range(start, epochs):
         model.train()
         t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
@@ -230,6 +273,7 @@ def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float
 
 def train_float(cfg: LsqTrainConfig) -> dict:
     """``lsq-train``: train a float model from scratch."""
+    check_outputs(cfg, ("checkpoint.pt", "metrics.json"))
     torch.manual_seed(cfg.seed)
     source = make_source(cfg, cfg.batch_size, cfg.seed, cfg.train_limit)
     net = build_model(cfg.model, source.num_classes, source.small_input)
@@ -258,20 +302,22 @@ def train_qat(cfg: LsqQatConfig) -> dict:
     """``lsq-qat``: LSQ fine-tuning of a float checkpoint, then the integer export."""
     from triseg.lsq.integer import export_integer
 
+    check_outputs(cfg, ("checkpoint.pt", "metrics.json", "int_model.pt"))
+    path = Path(cfg.output_dir) / "checkpoint.pt"
+    resuming = resume_from(path, cfg.resume, cfg.resume_or_start)
+    if not resuming and not cfg.float_checkpoint:
+        raise TrisegError("lsq-qat needs --float-checkpoint (a checkpoint.pt from lsq-train) or --resume")
     torch.manual_seed(cfg.seed)
     source = make_source(cfg, cfg.batch_size, cfg.seed, cfg.train_limit)
-    if cfg.resume:
-        path = Path(cfg.output_dir) / "checkpoint.pt"
+    if resuming:
         ckpt = load_checkpoint(path)
         if ckpt["kind"] != "qat":
             raise TrisegError(f"{path} is not a QAT checkpoint")
         meta = ckpt["meta"]
         _check_model(cfg, path, meta)
-        net = to_qat(build_model(meta["model"], meta["num_classes"], meta["small_input"]),
-                     meta["w_bits"], meta["a_bits"], meta["first_last_bits"])
+        net = model_from_checkpoint(ckpt)
     else:
-        if not cfg.float_checkpoint:
-            raise TrisegError("lsq-qat needs --float-checkpoint (a checkpoint.pt from lsq-train) or --resume")
+        assert cfg.float_checkpoint is not None
         ckpt = load_checkpoint(cfg.float_checkpoint)
         if ckpt["kind"] != "float":
             raise TrisegError(f"{cfg.float_checkpoint} is a QAT checkpoint; --float-checkpoint needs lsq-train's")

@@ -48,13 +48,15 @@ class ReportInputs:
     hist_batches: int
     seed: int
     sensitivity: dict[str, Any] | None
+    teacher: dict[str, Any] | None = None
+    other_teacher: str | None = None
 
 
 def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     """Evaluate, draw every figure (PNG files in ``figures_dir`` and inlined), return the HTML page."""
     cfg, res, layers = inp.config, inp.result, list(inp.config.layers)
     label, short = f"{inp.split_name} ({len(inp.split)} images)", inp.split_name
-    notes: list[str] = []
+    notes: list[str] = [] if inp.other_teacher is None else [inp.other_teacher]
     teacher = evaluate_student(inp.model, {}, inp.split, inp.batch_size)
     student = evaluate_student(inp.model, cfg.layers, inp.split, inp.batch_size)
     sens = inp.sensitivity or layer_sensitivity(inp.model, cfg.layers, inp.split, inp.batch_size)
@@ -120,7 +122,9 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     agree = 100.0 * float(teacher.predictions.eq(student.predictions).float().mean())
     page = Page(f"triseg report: {cfg.model} ({cfg.backend}) - {inp.config_file.stem}",
                 f"config {inp.config_file} | {len(layers)} approximated layers | "
-                f"generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+                + ("" if inp.teacher is None else f"teacher {inp.teacher['file']} (sha256 {inp.teacher['sha256'][:12]}"
+                   + (", NOT the search's" if inp.other_teacher else "") + ") | ")
+                + f"generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     limit = res.get("max_acc_drop")
     test_drop = m.get("acc_drop")
     summary = cards([
