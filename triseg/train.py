@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,22 +50,26 @@ class TrainConfig(Options):
 
 
 def evaluate(model: nn.Module, split: Split, batch_size: int = 256, device: str = "cpu",
-             channels_last: bool = False) -> float:
-    """Top-1 accuracy in percent."""
-    return 100.0 * predictions(model, split, batch_size, device, channels_last).eq(split.y).float().mean().item()
+             channels_last: bool = False, finite: bool = False) -> float:
+    """Top-1 accuracy in percent (``finite``: non-finite outputs are an error)."""
+    hits = predictions(model, split, batch_size, device, channels_last, finite).eq(split.y)
+    return 100.0 * hits.float().mean().item()
 
 
 @torch.no_grad()
 def predictions(model: nn.Module, split: Split, batch_size: int = 256, device: str = "cpu",
-                channels_last: bool = False) -> torch.Tensor:
-    """Predicted labels for a whole split (model in eval mode)."""
+                channels_last: bool = False, finite: bool = False) -> torch.Tensor:
+    """Predicted labels for a whole split (model in eval mode); ``finite`` makes non-finite outputs an error."""
     model.eval()
     out = []
     for x, _ in batches(split, batch_size):
         x = x.to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out.append(model(x).argmax(1).cpu())
+        logits = model(x)
+        if finite and not torch.isfinite(logits).all():
+            raise TrisegError("training diverged (non-finite outputs on the validation split): lower --lr")
+        out.append(logits.argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
@@ -117,8 +122,9 @@ def fit(
     start, history = 0, {}
     if use_checkpoint:
         state = load_checkpoint(checkpoint, "training checkpoint", device)
-        if state.get("config") != asdict(cfg):
-            raise TrisegError(f"{checkpoint} was made with other settings; drop --resume or delete it")
+        if state.get("config") != asdict(cfg) or state.get("data", _data_identity(data)) != _data_identity(data):
+            raise TrisegError(f"{checkpoint} was made with other settings or data; pass the same options to resume, "
+                              f"or drop --resume")
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -156,7 +162,7 @@ def fit(
             seen += len(y)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}", refresh=False)
-        val_acc = evaluate(model, data.val, device=device, channels_last=use_cl)
+        val_acc = evaluate(model, data.val, device=device, channels_last=use_cl, finite=True)
         history = {"train_loss": total_loss / seen, "train_acc": 100 * correct / seen, "val_acc": val_acc}
         for key, value in history.items():
             writer.add_scalar(f"{desc}/{key}", value, epoch + 1)
@@ -165,11 +171,17 @@ def fit(
         tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {history['train_loss']:.4f} "
                    f"train {history['train_acc']:.2f}% val {val_acc:.2f}%")
         atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch + 1, "history": history, "config": asdict(cfg)}, checkpoint)
+                     "epoch": epoch + 1, "history": history, "config": asdict(cfg), "data": _data_identity(data)},
+                    checkpoint)
     writer.close()
     if use_cl:
         model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def _data_identity(data: Cifar10) -> dict[str, object]:
+    """What a checkpoint records of its data: where it came from and the split sizes."""
+    return {"source": os.path.abspath(data.source), "train": len(data.train), "val": len(data.val)}
 
 
 def qat_epoch_hook(epochs: int, freeze_bn_epoch: int | None, freeze_observer_epoch: int | None) -> EpochHook:

@@ -26,15 +26,24 @@ from triseg.paths import clean_stale_temps, os_error_line
 TRACEBACK_ENV = "TRISEG_TRACEBACK"
 
 
-def build_parser(prog: str = "triseg") -> argparse.ArgumentParser:
-    """The full parser with one subcommand per mode."""
+def build_parser(prog: str = "triseg", only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with one subcommand per mode; with ``only``, only that mode's options are added (the
+    others keep their name and help), which is all a command line naming that mode needs."""
     parser = OneLineParser(prog=prog, description="Tri-segment INT8 activation approximation and LSQ QAT.")
     subs = parser.add_subparsers(dest="mode", metavar="MODE", parser_class=OneLineParser)
     for m in all_modes().values():
         sp = subs.add_parser(m.name, help=m.help, description=m.help)
-        add_options(sp, m.config)
+        if only is None or only == m.name:
+            add_options(sp, m.config)
         sp.set_defaults(mode_entry=m)
     return parser
+
+
+def _mode_named(argv: list[str] | None) -> str | None:
+    """The mode a command line names first, when it is one."""
+    args = sys.argv[1:] if argv is None else argv
+    first = next((a for a in args if not a.startswith("-")), None)
+    return first if first in all_modes() else None
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], *_: object) -> str:
@@ -69,6 +78,8 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         if os.environ.get(TRACEBACK_ENV):
             traceback.print_exc()
         detail = " ".join(str(exc).split())[:300]
+        if isinstance(exc, RuntimeError) and "alloc" in detail and "memory" in detail:
+            return fail(f"out of memory ({detail[:120]}): lower --batch-size (or the sizes of the run)")
         return fail(f"unexpected {type(exc).__name__}: {detail} (a bug in triseg: please report it with the "
                     f"command; {TRACEBACK_ENV}=1 shows the traceback)")
     return 0
@@ -91,7 +102,7 @@ def clean_output_temps(cfg: Options) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``triseg`` console script."""
-    return run(build_parser(), argv)
+    return run(build_parser(only=_mode_named(argv)), argv)
 
 
 def legacy_main(argv: list[str] | None = None) -> int:
@@ -106,9 +117,9 @@ def legacy_main(argv: list[str] | None = None) -> int:
             print("usage: python main.py --mode MODE [options]\nmodes: " + ", ".join(modes))
             print("python main.py --mode MODE --help shows the options of one mode")
             return 0
-        print(f"main.py: error: --mode is required; choose one of {', '.join(modes)}", file=sys.stderr)
+        print(f"error: --mode is required; choose one of {', '.join(modes)}", file=sys.stderr)
         return 2
     if known.mode not in modes:
-        print(f"main.py: error: unknown mode {known.mode!r}; choose one of {', '.join(modes)}", file=sys.stderr)
+        print(f"error: unknown mode {known.mode!r}; choose one of {', '.join(modes)}", file=sys.stderr)
         return 2
-    return run(build_parser(prog="main.py"), [known.mode, *rest])
+    return run(build_parser(prog="main.py", only=known.mode), [known.mode, *rest])

@@ -17,8 +17,8 @@ from triseg.cli.common import backend, load_data, prepare, write_json
 from triseg.cli.modes import Mode
 from triseg.data import Cifar10, Split, normalize
 from triseg.errors import TrisegError
-from triseg.jobs import (DumpConfig, DumpFloatConfig, ModelOptions, PercentilesConfig, ReportConfig, SampleOptions, SensitivityConfig,
-                         VarianceConfig)
+from triseg.jobs import (DumpConfig, DumpFloatConfig, ModelOptions, PercentilesConfig, ReportConfig, SampleOptions,
+                         SensitivityConfig, VarianceConfig)
 from triseg.models.base import TapModel
 from triseg.report.build import ReportInputs, build_report
 from triseg.teacher import Teacher, load_result_teacher

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any, TypeVar
@@ -19,10 +20,10 @@ T = TypeVar("T", bound=Options)
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line in one line, without the usage block."""
+    """argparse that reports a bad command line in one ``error:`` line, without the usage block."""
 
     def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _base_type(tp: Any) -> Any:
@@ -31,6 +32,12 @@ def _base_type(tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return args[0] if len(args) == 1 else str
     return tp
+
+
+@functools.lru_cache(maxsize=None)
+def type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a settings class, computed once."""
+    return typing.get_type_hints(cls)
 
 
 def _is_options(tp: Any) -> bool:
@@ -70,7 +77,7 @@ def _add_field(group: Any, f: dataclasses.Field, tp: Any, dest: str) -> None:
 
 def add_options(parser: argparse.ArgumentParser, cls: type[Options]) -> None:
     """Add an option for every field of ``cls``: the job's own fields first, the shared ones after."""
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     own = set(cls.__dict__.get("__annotations__", {}))
     mode_group = parser.add_argument_group(f"{parser.prog.split()[-1]} options")
     common = parser.add_argument_group("common options")
@@ -80,7 +87,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Options]) -> None:
         tp = hints[f.name]
         if _is_options(tp):
             group = parser.add_argument_group(f.metadata.get("help") or f.name)
-            sub_hints = typing.get_type_hints(tp)
+            sub_hints = type_hints(tp)
             for sub in dataclasses.fields(tp):
                 _add_field(group, sub, sub_hints[sub.name], f"{f.name}.{sub.name}")
         else:
@@ -90,7 +97,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Options]) -> None:
 def build_options(cls: type[T], ns: argparse.Namespace) -> T:
     """The dataclass ``cls`` from parsed options (checked on construction)."""
     values = vars(ns)
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if not offered(cls, f):

@@ -112,6 +112,12 @@ def integer_accuracy(engine: IntegerModel, batches) -> dict:
 
 def run_infer(cfg: LsqInferConfig) -> dict:
     """Evaluate an integer model, or export a QAT checkpoint and compare both engines."""
+    inputs = [Path(p).resolve() for p in (cfg.checkpoint, cfg.int_model) if p]
+    for flag, out in (("--export", cfg.export), ("--json", cfg.json)):
+        if out and Path(out).resolve() in inputs:
+            raise TrisegError(f"{flag} {out} would overwrite the model it reads: choose another file")
+    if cfg.export and cfg.json and Path(cfg.export).resolve() == Path(cfg.json).resolve():
+        raise TrisegError("--export and --json name the same file: choose two files")
     source = make_source(cfg, cfg.batch_size)
     if cfg.checkpoint:
         ckpt = load_checkpoint(cfg.checkpoint)

@@ -4,6 +4,7 @@ checkpoint every epoch, ``--resume``, TensorBoard scalars and a tqdm bar."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -241,6 +242,9 @@ def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float
                                 enabled=amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y)
+            if not math.isfinite(loss.item()):
+                raise TrisegError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}: lower --lr or "
+                                  f"--weight-decay")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -250,6 +254,9 @@ def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
         val_acc, val_loss = evaluate(model, source.evaluate("val"), device)
+        if not math.isfinite(val_loss):
+            raise TrisegError(f"training diverged (validation loss {val_loss}) in epoch {epoch + 1}: lower --lr or "
+                              f"--weight-decay")
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
                "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
                "seconds": time.time() - t0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -40,10 +41,17 @@ class SearchOutcome:
     finished: bool
 
 
-def _identity(strategy: Strategy, settings: SearchSettings) -> dict[str, object]:
-    """What a checkpoint must match to be continued (``stop_after`` and the logging periods may change)."""
+def _identity(strategy: Strategy, evaluator: Evaluator, settings: SearchSettings) -> dict[str, object]:
+    """What a checkpoint must match to be continued: the strategy and its space, the budget and the reward
+    (``stop_after`` and the logging periods may change)."""
+    batches = getattr(evaluator, "batches", None)
+    space = getattr(strategy, "space", None)
     return {"strategy": strategy.name, "episodes": settings.episodes, "top_k": settings.top_k,
-            "objective": settings.objective}
+            "objective": settings.objective, "kd_T": getattr(evaluator, "T", None),
+            "attention_weight": getattr(evaluator, "attention_weight", None),
+            "savings_weight": getattr(evaluator, "savings_weight", None),
+            "batch_size": getattr(batches, "batch_size", None), "train_images": len(getattr(batches, "split", ())),
+            "tmax": dict(getattr(space, "tmax", {}))}
 
 
 def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSettings, checkpoint: Path,
@@ -59,10 +67,13 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
     start, elapsed = 0, 0.0
     if resume_from(checkpoint, resume, resume_or_start):
         state = load_checkpoint(checkpoint, "search checkpoint")
-        made_with = state.get("settings", _identity(strategy, settings))
-        if made_with != _identity(strategy, settings):
-            raise TrisegError(f"search checkpoint {checkpoint} was made with other settings ({made_with}); "
-                              f"drop --resume or delete it")
+        now = _identity(strategy, evaluator, settings)
+        made_with = state.get("settings", now)
+        changed = [k for k in now if isinstance(made_with, dict) and made_with.get(k, now[k]) != now[k]]
+        if not isinstance(made_with, dict) or changed:
+            what = ", ".join(f"{k} {made_with[k]} there, {now[k]} here" for k in changed[:2]) or "unreadable"
+            raise TrisegError(f"search checkpoint {checkpoint} was made with other settings ({what}): pass the "
+                              f"same options to resume, or drop --resume")
         try:
             strategy.load_state_dict(state["strategy"])
             top.load_state_dict(state["top"])
@@ -82,13 +93,17 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
         atomic_save({"strategy": strategy.state_dict(), "top": top.state_dict(), "history": history,
                      "episode": episode, "wall_time": time.time() - t0, "evaluations": evaluator.evaluations,
                      "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                     "python_rng": random.getstate(), "settings": _identity(strategy, settings)}, checkpoint)
+                     "python_rng": random.getstate(), "settings": _identity(strategy, evaluator, settings)},
+                    checkpoint)
 
     bar = tqdm(range(start, settings.episodes), initial=start, total=settings.episodes,
                desc=f"search {strategy.name}", mininterval=2.0, dynamic_ncols=True)
     for episode in bar:
         config = strategy.ask(episode)
         score = evaluator.score(config, episode)
+        if not math.isfinite(score.reward):
+            raise TrisegError(f"episode {episode + 1} gave a non-finite reward (kd {score.kd}, at {score.at}): the "
+                              f"search diverged; use a larger --kd-T, a smaller --attention-weight or --lr")
         losses = strategy.tell(episode, config, score)
         top.add(config, score, episode)
         best = max(best, score.reward)
