@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from triseg.cli import legacy_main, lsq, main
+from triseg.cli import build_parser, legacy_main, lsq, main
 from triseg.cli.modes import all_modes
 from triseg.cli.parser import offered
 from triseg.jobs import LsqInferConfig, LsqQatConfig, LsqTrainConfig
@@ -149,3 +149,37 @@ def test_pipeline_end_to_end_on_the_sample(tmp_path):
     assert result["images"] == 120 and abs(correct - round(correct)) < 1e-6 and result["top1_agreement"] > 80
     for name in ("lenet5_float_unfused.pth", "lenet5_qat_preconvert.pth", "lenet5_int8.pth"):
         assert (tmp_path / "outputs" / name).exists()
+
+
+def documented_commands() -> list[str]:
+    """Single-line ``python main.py ...`` / ``triseg ...`` commands of the README and docs/ (no placeholders)."""
+    found = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for line in doc.read_text().splitlines():
+            text = line.split("  #")[0].strip()
+            if not text.startswith(("python main.py ", "triseg ")) or text.endswith("\\"):
+                continue
+            if text.startswith("triseg ") and text.split()[1] not in MODES:
+                continue
+            if any(mark in text for mark in ("$", "...", " M ", " M", "<", "E ", " Q")):
+                continue
+            found.append(text)
+    return found
+
+
+@pytest.mark.parametrize("command", documented_commands())
+def test_documented_commands_parse(command):
+    """Every documented command still names options its mode has (nothing renamed or dropped)."""
+    words = command.split()
+    if words[0] == "python":
+        argv, parse = words[2:], lambda a: build_parser(prog="main.py").parse_args(legacy_argv(a))
+    else:
+        argv, parse = words[1:], lambda a: build_parser().parse_args(a)
+    args = parse(argv)
+    assert args.mode_entry.name == (legacy_argv(argv)[0] if words[0] == "python" else argv[0])
+
+
+def legacy_argv(argv: list[str]) -> list[str]:
+    """``--mode X rest`` as the subcommand form ``X rest``."""
+    i = argv.index("--mode")
+    return [argv[i + 1], *argv[:i], *argv[i + 2:]]
