@@ -357,6 +357,16 @@ RUNTIME = [
          expect="broken link"),
     case("lsq-infer-export-over-checkpoint", "lsq-infer", "--checkpoint", "{bad}/lsq_fake_float.pt", "--export",
          "{bad}/lsq_fake_float.pt", expect="would overwrite"),
+    # options that would be ignored with the other options given
+    case("loader-workers-without-imagenet", "lsq-infer", "--int-model", "{bad}/lsq_fake_int.pt", "--loader-workers",
+         "0", expect="applies only with --dataset imagenet"),
+    based("val-size-with-imagenet", "lsq-train", "--dataset", "imagenet", "--val-size", "10",
+          expect="applies only with --dataset cifar10"),
+    based("freeze-bn-after-the-last-epoch", "train_qat", "--freeze-bn-epoch", "1", expect="must be below --qat-epochs"),
+    case("variance-float-with-engine", "analyze_variance", "--model", "lenet5", "--stage", "float", "--engine", "x86",
+         expect="applies only with --stage int8"),
+    case("lsq-qat-resume-with-float-checkpoint", "lsq-qat", "--epochs", "1", "--output-dir", "{bad}/lsq_float",
+         "--resume", "--float-checkpoint", "{bad}/lsq_fake_float.pt", expect="not used with --resume"),
     # values in range that make a run diverge
     based("train_float-diverges", "train_float", "--lr", "1e30", expect="diverged"),
     based("lsq-train-diverges", "lsq-train", "--lr", "1e30", expect="diverged"),

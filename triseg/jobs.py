@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from triseg.approx.calibrate import TMAX_MARGIN, TMAX_PERCENTILE
 from triseg.approx.config import config_path as spelled_path
-from triseg.options import (NON_NEGATIVE, POSITIVE, Options, above, at_least, between, input_file, input_folder,
-                            input_path, not_empty, option, output_file, output_folder, output_name,
-                            plain_file_name, threads)
+from triseg.options import (NON_NEGATIVE, POSITIVE, Options, above, at_least, below, between, input_file,
+                            input_folder, input_path, not_empty, only_with, option, output_file, output_folder,
+                            output_name, plain_file_name, threads)
 from triseg.quant import BACKENDS
 from triseg.search.base import OBJECTIVES
 from triseg.search.ppo import PPOConfig
@@ -140,9 +140,11 @@ class TrainQATConfig(ModelOptions, DataOptions, SeedOptions, BatchOptions, Devic
     qat_epochs: int = option(10, "QAT fine-tuning epochs", check=POSITIVE)
     qat_lr: float = option(0.001, "QAT peak learning rate", check=above(0))
     freeze_bn_epoch: int | None = option(None, "epoch (0-based) from which BN statistics are frozen "
-                                               "(default half of --qat-epochs)", check=NON_NEGATIVE)
+                                               "(default half of --qat-epochs)",
+                                         check=below("qat_epochs", NON_NEGATIVE))
     freeze_observer_epoch: int | None = option(None, "epoch (0-based) from which observers are frozen "
-                                                     "(default 70% of --qat-epochs)", check=NON_NEGATIVE)
+                                                     "(default 70% of --qat-epochs)",
+                                               check=below("qat_epochs", NON_NEGATIVE))
     max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
     resume_or_start: bool = option(False, "continue from the checkpoint if there is one, else start from scratch")
 
@@ -280,6 +282,10 @@ class VarianceConfig(SampleOptions):
     num_batches: int = option(16, "batches of --batch-size images (fewer if the split is small)", check=POSITIVE)
     stage: str = option("int8", "model to analyse (int8: dequantized weights and activations)",
                         choices=("float", "int8"))
+    backend: str | None = option(None, "--stage int8: the INT8 model's backend, checked against its file",
+                                 choices=BACKENDS, check=only_with("stage", "int8"))
+    engine: str | None = option(None, "--stage int8: INT8 kernels (default x86 for fbgemm/x86 models, else "
+                                      "qnnpack)", choices=BACKENDS, check=only_with("stage", "int8"))
 
 
 @dataclass
@@ -354,10 +360,10 @@ class LsqDataOptions(Options):
     data_dir: str | None = option(None, "dataset location; default $TRISEG_DATA_DIR, else the tiny CIFAR-10 "
                                         "sample shipped with triseg", check=input_path())
     val_size: int | None = option(None, "CIFAR-10 validation images carved from train (default 5000, or 10% of a "
-                                        "smaller train split)", check=POSITIVE)
+                                        "smaller train split)", check=only_with("dataset", "cifar10", check=POSITIVE))
     eval_limit: int | None = option(None, "use only the first N val/test images", check=POSITIVE)
     loader_workers: int = option(2, "ImageNet DataLoader worker processes (0: load in the main process)",
-                                 check=threads(0))
+                                 check=only_with("dataset", "imagenet", check=threads(0)))
 
 
 @dataclass

@@ -68,6 +68,14 @@ def plain_file_name(v: Any) -> str | None:
     return None
 
 
+def _changed(value: Any, default: Any, name: str) -> str:
+    """The options that differ from their defaults, as flags (a nested group names its changed members)."""
+    if isinstance(value, Options) and isinstance(default, Options):
+        names = [flag(f.name) for f in fields(value) if getattr(value, f.name) != getattr(default, f.name)]
+        return "/".join(names) or flag(name)
+    return flag(name)
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -90,6 +98,40 @@ def threads(low: int = 1) -> Check:
         return None if v <= max_threads() else f"must be at most {max_threads()} (4 per core)"
 
     return check
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A check against other options of the same settings: ``value`` (a number, or a nested options group)
+    may differ from its default only when option ``other`` is one of ``among`` (an option that would be
+    ignored otherwise), and a number must stay below option ``below``."""
+
+    other: str | None = None
+    among: tuple[Any, ...] = ()
+    below: str | None = None
+    inner: Check | None = None
+
+    def __call__(self, v: Any) -> str | None:
+        return self.inner(v) if self.inner is not None and v is not None else None
+
+    def cross(self, v: Any, default: Any, opts: "Options") -> str | None:
+        """Why ``v`` does not fit the other options of ``opts``, or None."""
+        if self.other is not None and v != default and getattr(opts, self.other) not in self.among:
+            legal = ", ".join(map(str, self.among))
+            return f"applies only with {flag(self.other)} {legal} (not {getattr(opts, self.other)})"
+        if self.below is not None and v is not None and v >= getattr(opts, self.below):
+            return f"must be below {flag(self.below)} {getattr(opts, self.below)} (it would never apply)"
+        return None
+
+
+def only_with(other: str, *among: Any, check: Check | None = None) -> Relation:
+    """An option that means something only when option ``other`` is one of ``among``."""
+    return Relation(other=other, among=among, inner=check)
+
+
+def below(other: str, check: Check | None = None) -> Relation:
+    """A number that must stay below option ``other``."""
+    return Relation(below=other, inner=check)
 
 
 OUTPUT_SUBFOLDERS = ("checkpoints", "runs", "tri_ppo_int_codes", "reports", "analysis", "activations", "export")
@@ -223,6 +265,13 @@ class Options:
             problem = check(value) if check is not None else None
             if problem:
                 raise TrisegError(f"{flag(f.name)} {problem}" + ("" if value == "" else f", got {value!r}"))
+        for f in fields(self):
+            check = f.metadata.get("check")
+            if isinstance(check, Relation):
+                default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                problem = check.cross(getattr(self, f.name), default, self)
+                if problem:
+                    raise TrisegError(f"{_changed(getattr(self, f.name), default, f.name)} {problem}")
 
     def check_paths(self) -> None:
         """Raise a one-line :class:`TrisegError` for the first path option that cannot be used as declared

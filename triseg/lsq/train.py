@@ -312,6 +312,8 @@ def train_qat(cfg: LsqQatConfig) -> dict:
     check_outputs(cfg, ("checkpoint.pt", "metrics.json", "int_model.pt"))
     path = Path(cfg.output_dir) / "checkpoint.pt"
     resuming = resume_from(path, cfg.resume, cfg.resume_or_start)
+    if cfg.resume and not cfg.resume_or_start and cfg.float_checkpoint:
+        raise TrisegError("--float-checkpoint is not used with --resume (the run continues from its checkpoint)")
     if not resuming and not cfg.float_checkpoint:
         raise TrisegError("lsq-qat needs --float-checkpoint (a checkpoint.pt from lsq-train) or --resume")
     torch.manual_seed(cfg.seed)
