@@ -15,6 +15,7 @@ blocks in one run so that the ratio is fair on a busy machine.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import statistics
 import sys
@@ -23,7 +24,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -140,11 +140,10 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "results/export"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    ort, onnx, qonnx = require("onnxruntime"), require("onnx"), require("qonnx")
-    import importlib.metadata as md
-
+    ort, onnx = require("onnxruntime"), require("onnx")
+    require("qonnx")
     env = {"machine": machine.describe(), "threads": args.threads, "onnxruntime": ort.__version__,
-           "onnx": onnx.__version__, "qonnx": md.version("qonnx")}
+           "onnx": onnx.__version__, "qonnx": importlib.metadata.version("qonnx")}
     print(f"{env['machine']}; onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, qonnx {env['qonnx']}; "
           f"{args.threads} thread(s)")
     split = api.load_cifar10(args.data_dir).test.take(args.max_images)
