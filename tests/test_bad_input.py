@@ -40,7 +40,7 @@ from test_analysis import CONFIG, write_config
 ROOT = Path(__file__).resolve().parents[1]
 MODES = all_modes()
 ERROR = re.compile(r"^error: ")
-PROGRESS = re.compile(r"(it/s|s/it)\]")
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar
 HUGE = "9" * 20
 LENET_TEACHER = artifacts.stage_path(artifacts.ZOO_DIR, "lenet5", "int8")
 
@@ -371,6 +371,17 @@ RUNTIME = [
     based("train_float-diverges", "train_float", "--lr", "1e30", expect="diverged"),
     based("lsq-train-diverges", "lsq-train", "--lr", "1e30", expect="diverged"),
     based("search-diverges", "search", "--kd-T", "1e-300", expect="non-finite reward"),
+    based("ppo-diverges", "search", "--lr", "1e30", "--update-timestep", "2", "--episodes", "20",
+          expect="the search diverged"),
+    based("train_qat-diverges", "train_qat", "--qat-lr", "1e30", "--max-train-batches", "2", expect="diverged"),
+    # a report needs its search's files: damaged ones stop it before it writes anything
+    case("report-damaged-history", "report", "--model", "lenet5", "--config-path",
+         "{bad}/res_history/tri_ppo_int_codes/r.json", "--max-images", "8", "--hist-batches", "1",
+         expect="history file"),
+    case("report-damaged-search-checkpoint", "report", "--model", "lenet5", "--config-path",
+         "{bad}/res_ckpt/tri_ppo_int_codes/r.json", "--max-images", "8", "--hist-batches", "1",
+         expect="not a readable search checkpoint"),
+    case("no-mode", expect="a mode is required"),
     # the list of values that were accepted
     case("kd-T-0", "search", "--kd-T", "0", expect="--kd-T"),
     case("kd-T-negative", "search", "--kd-T", "-1", expect="--kd-T"),
@@ -447,6 +458,12 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
                  teacher={"file": "lenet5_int8.pth", "sha256": "0" * 64, "backend": "fbgemm"})
     write_config(b / "tested.json", selection="constrained-best", validation=validation, coverage={},
                  metrics={"acc_teacher": 50.0, "acc_student": 49.0, "acc_drop": 1.0})
+    candidates = [{"episode": 1, "reward": 0.1, "val_drop": 0.0, "val_acc": 1.0}]
+    for run in ("res_history", "res_ckpt"):
+        write_config(b / run / "tri_ppo_int_codes" / "r.json", history_file="r.history.json", max_acc_drop=2.0,
+                     validation={**validation, "candidates": candidates})
+    (b / "res_history" / "tri_ppo_int_codes" / "r.history.json").write_text("{garbage")
+    _garbage(b / "res_ckpt" / "checkpoints" / "lenet5__ppo__0__r.search.ckpt")
     (b / "sens_incomplete.json").write_text(json.dumps({"model": "lenet5", "layers": {k: {} for k in CONFIG}}))
     (b / "cost_unknown.json").write_text(json.dumps({"bogus": 1.0}))
     outs = b / "outs"
@@ -589,7 +606,7 @@ def test_every_numeric_option_has_a_range():
 
 
 def test_the_suite_covers_every_mode_and_enough_cases():
-    modes = {p.values[0] for p in GENERATED} | {p.values[0][0] for p in RUNTIME}
+    modes = {p.values[0] for p in GENERATED} | {p.values[0][0] for p in RUNTIME if p.values[0]}
     assert set(MODES) <= modes
     assert len(GENERATED) + len(RUNTIME) >= 150
 

@@ -15,12 +15,15 @@ from triseg.options import max_threads
 
 class LazyWriter:
     """A TensorBoard SummaryWriter made at the first value logged, so that a run failing before its
-    first value leaves no event file and no folder. ``on_open(writer)`` runs once when it is made."""
+    first value leaves no event file and no folder. ``on_open(writer)`` runs once when it is made;
+    :meth:`discard` takes back what it wrote (a run that fails before its first checkpoint)."""
 
     def __init__(self, log_dir: str | os.PathLike, on_open: Callable[[Any], None] | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.on_open = on_open
         self._writer: Any = None
+        self._before: set[Path] = set()
+        self._made: list[Path] = []
 
     @property
     def writer(self) -> Any:
@@ -29,6 +32,11 @@ class LazyWriter:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 from torch.utils.tensorboard import SummaryWriter
+            missing = self.log_dir
+            while not missing.exists() and missing != missing.parent:
+                self._made.append(missing)
+                missing = missing.parent
+            self._before = set(self.log_dir.iterdir()) if self.log_dir.is_dir() else set()
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self._writer = SummaryWriter(str(self.log_dir))
             if self.on_open is not None:
@@ -45,6 +53,19 @@ class LazyWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+    def discard(self) -> None:
+        """Close, and remove the event files and folders this writer made."""
+        if self._writer is None:
+            return
+        self._writer.close()
+        for p in set(self.log_dir.iterdir()) - self._before:
+            if p.is_file():
+                p.unlink()
+        for folder in self._made:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        self._writer = None
 
 
 def tensorboard_writer(log_dir: str | os.PathLike, on_open: Callable[[Any], None] | None = None) -> LazyWriter:

@@ -68,7 +68,7 @@ def predictions(model: nn.Module, split: Split, batch_size: int = 256, device: s
             x = x.contiguous(memory_format=torch.channels_last)
         logits = model(x)
         if finite and not torch.isfinite(logits).all():
-            raise TrisegError("training diverged (non-finite outputs on the validation split): lower --lr")
+            raise TrisegError("training diverged (non-finite outputs on the validation split): lower the learning rate")
         out.append(logits.argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
@@ -134,49 +134,69 @@ def fit(
             raise TrisegError(f"training checkpoint {checkpoint} does not fit this model ({type(exc).__name__}): "
                               f"delete it to start again, or drop --resume") from None
     writer = tensorboard_writer(log_dir)
-    for epoch in range(start, cfg.epochs):
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        if epoch_hook is not None:
-            epoch_hook(model, epoch)
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(batches(data.train, cfg.batch_size, shuffle=True, augment_data=True, gen=gen, drop_last=True),
-                   total=steps, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True, mininterval=2.0)
-        for i, (x, y) in enumerate(bar):
-            if i >= steps:
-                break
-            x, y = x.to(device), y.to(device)
-            if use_cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            if not math.isfinite(loss.item()):
-                raise TrisegError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}: lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            if i % 20 == 0:
-                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}", refresh=False)
-        val_acc = evaluate(model, data.val, device=device, channels_last=use_cl, finite=True)
-        history = {"train_loss": total_loss / seen, "train_acc": 100 * correct / seen, "val_acc": val_acc}
-        for key, value in history.items():
-            writer.add_scalar(f"{desc}/{key}", value, epoch + 1)
-        writer.add_scalar(f"{desc}/lr", opt.param_groups[0]["lr"], epoch + 1)
-        writer.flush()
-        tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {history['train_loss']:.4f} "
-                   f"train {history['train_acc']:.2f}% val {val_acc:.2f}%")
-        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch + 1, "history": history, "config": asdict(cfg), "data": _data_identity(data)},
-                    checkpoint)
+    stamp = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
+    try:
+        for epoch in range(start, cfg.epochs):
+            torch.manual_seed(cfg.seed * 100_003 + epoch)
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            if epoch_hook is not None:
+                epoch_hook(model, epoch)
+            train_loss, train_acc = _train_epoch(model, data.train, cfg, opt, sched, steps, gen, device, use_cl,
+                                                 f"{desc} {epoch + 1}/{cfg.epochs}")
+            val_acc = evaluate(model, data.val, device=device, channels_last=use_cl, finite=True)
+            history = {"train_loss": train_loss, "train_acc": train_acc, "val_acc": val_acc}
+            for key, value in history.items():
+                writer.add_scalar(f"{desc}/{key}", value, epoch + 1)
+            writer.add_scalar(f"{desc}/lr", opt.param_groups[0]["lr"], epoch + 1)
+            writer.flush()
+            tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {history['train_loss']:.4f} "
+                       f"train {history['train_acc']:.2f}% val {val_acc:.2f}%")
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "epoch": epoch + 1, "history": history, "config": asdict(cfg), "data": _data_identity(data)},
+                        checkpoint)
+    except TrisegError:
+        if (checkpoint.stat().st_mtime_ns if checkpoint.exists() else None) == stamp:
+            writer.discard()  # no checkpoint of this run to resume: take back its TensorBoard files
+        raise
     writer.close()
     if use_cl:
         model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def _train_epoch(model: nn.Module, split: Split, cfg: TrainConfig, opt: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LRScheduler, steps: int, gen: torch.Generator, device: str,
+                 use_cl: bool, desc: str) -> tuple[float, float]:
+    """One epoch of ``steps`` SGD steps on augmented batches; (mean loss, accuracy %). A diverging run is a
+    one-line error."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = tqdm(batches(split, cfg.batch_size, shuffle=True, augment_data=True, gen=gen, drop_last=True),
+               total=steps, desc=desc, leave=False, dynamic_ncols=True, mininterval=2.0)
+    for i, (x, y) in enumerate(bar):
+        if i >= steps:
+            break
+        x, y = x.to(device), y.to(device)
+        if use_cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        try:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if not math.isfinite(loss.item()):
+                raise TrisegError(f"training diverged (loss {loss.item()}) in {desc}: lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        except RuntimeError as exc:  # quantization observers fail once exploding weights leave their range
+            raise TrisegError(f"training failed in {desc} ({' '.join(str(exc).split())[:100]}): it probably "
+                              f"diverged; lower the learning rate") from None
+        sched.step()
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        if i % 20 == 0:
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}", refresh=False)
+    return total_loss / seen, 100 * correct / seen
 
 
 def _data_identity(data: Cifar10) -> dict[str, object]:

@@ -59,7 +59,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     entry: Mode | None = getattr(args, "mode_entry", None)
     if entry is None:
         parser.print_help()
-        return 2
+        return fail(f"a mode is required; choose one of {', '.join(all_modes())}")
     try:
         cfg = build_options(entry.config, args)
         cfg.check_paths()

@@ -53,7 +53,8 @@ class ReportInputs:
 
 
 def build_report(inp: ReportInputs, figures_dir: Path) -> str:
-    """Evaluate, draw every figure (PNG files in ``figures_dir`` and inlined), return the HTML page."""
+    """Evaluate, draw every figure (inlined, and as PNG files in ``figures_dir`` once the whole page is made,
+    so that a report failing half-way writes nothing), return the HTML page."""
     cfg, res, layers = inp.config, inp.result, list(inp.config.layers)
     label, short = f"{inp.split_name} ({len(inp.split)} images)", inp.split_name
     notes: list[str] = [] if inp.other_teacher is None else [inp.other_teacher]
@@ -63,10 +64,11 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     sens_label = (label if inp.sensitivity is None
                   else f"{inp.sensitivity['split']} ({inp.sensitivity['images']} images)")
 
+    pngs: dict[str, bytes] = {}
+
     def draw(name: str, fig: Any) -> bytes:
-        data = F.png_bytes(fig)
-        F.save_png(data, figures_dir / f"{name}.png")
-        return data
+        pngs[name] = F.png_bytes(fig)
+        return pngs[name]
 
     # code histograms of the teacher on the report split
     taps = {layer: inp.model.tap_name(layer) for layer in layers}
@@ -200,7 +202,10 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     page.sections.append(Section("Search and evaluation figures", "".join(body)))
     if notes:
         page.sections.append(Section("Notes", "".join(note(n) for n in notes)))
-    return page.render()
+    html = page.render()
+    for name, data in pngs.items():
+        F.save_png(data, figures_dir / f"{name}.png")
+    return html
 
 
 def _findings(sens: dict[str, Any]) -> str:

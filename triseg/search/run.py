@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from triseg.approx.student import Config
 from triseg.artifacts import atomic_save, load_checkpoint, resume_from
 from triseg.errors import TrisegError
 from triseg.runlog import tensorboard_writer
-from triseg.search.base import Evaluator, ParetoArchive, Strategy, TopK, candidate_list
+from triseg.search.base import Evaluator, ParetoArchive, Score, Strategy, TopK, candidate_list
 
 
 @dataclass
@@ -98,39 +99,61 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
 
     bar = tqdm(range(start, settings.episodes), initial=start, total=settings.episodes,
                desc=f"search {strategy.name}", mininterval=2.0, dynamic_ncols=True)
-    for episode in bar:
+    saved = False
+    try:
+        for episode in bar:
+            config, score, losses = _step(strategy, evaluator, episode)
+            top.add(config, score, episode)
+            best = max(best, score.reward)
+            row = {"episode": episode, "reward": score.reward, "kd": score.kd, "at": score.at, "best": best}
+            if score.multiplies_left is not None:
+                row["multiplies_left"] = score.multiplies_left
+                writer.add_scalar("search/multiplies_left", score.multiplies_left, episode)
+            history.append(row)
+            writer.add_scalar("search/reward", score.reward, episode)
+            writer.add_scalar("search/kd_loss", score.kd, episode)
+            writer.add_scalar("search/attn_loss", score.at, episode)
+            writer.add_scalar("search/best_reward", best, episode)
+            for key, value in losses.items():
+                writer.add_scalar(f"ppo/{key}", value, episode)
+            if (episode + 1) % settings.eval_every == 0:
+                for layer, c in config.items():
+                    for field in ("t1", "v1", "t2", "v2"):
+                        writer.add_scalar(f"codes/{layer}/{field}", getattr(c, field), episode)
+                tqdm.write(f"episode {episode + 1}: reward {score.reward:.4f} (kd {score.kd:.4f}, "
+                           f"at {score.at:.5f}) best {best:.4f}")
+            bar.set_postfix(best=f"{best:.4f}", refresh=False)
+            done = episode + 1
+            stop = settings.stop_after is not None and settings.stop_after <= done < settings.episodes
+            if done % settings.checkpoint_every == 0 or done == settings.episodes or stop:
+                save(done)
+                saved = True
+            if stop:
+                writer.close()
+                return SearchOutcome(top, history, time.time() - t0, finished=False)
+    except TrisegError:
+        if not saved:
+            writer.discard()  # no checkpoint of this run to resume: take back its TensorBoard files
+        raise
+    writer.close()
+    return SearchOutcome(top, history, time.time() - t0, finished=True)
+
+
+def _step(strategy: Strategy, evaluator: Evaluator, episode: int) -> tuple[Config, Score, dict[str, float]]:
+    """Ask, score and tell one episode; a diverged reward or strategy is a one-line error."""
+    hint = "the search diverged; use a larger --kd-T, a smaller --attention-weight or a smaller --lr"
+    try:
         config = strategy.ask(episode)
         score = evaluator.score(config, episode)
         if not math.isfinite(score.reward):
-            raise TrisegError(f"episode {episode + 1} gave a non-finite reward (kd {score.kd}, at {score.at}): the "
-                              f"search diverged; use a larger --kd-T, a smaller --attention-weight or --lr")
+            raise TrisegError(f"episode {episode + 1} gave a non-finite reward (kd {score.kd}, at {score.at}): {hint}")
         losses = strategy.tell(episode, config, score)
-        top.add(config, score, episode)
-        best = max(best, score.reward)
-        row = {"episode": episode, "reward": score.reward, "kd": score.kd, "at": score.at, "best": best}
-        if score.multiplies_left is not None:
-            row["multiplies_left"] = score.multiplies_left
-            writer.add_scalar("search/multiplies_left", score.multiplies_left, episode)
-        history.append(row)
-        writer.add_scalar("search/reward", score.reward, episode)
-        writer.add_scalar("search/kd_loss", score.kd, episode)
-        writer.add_scalar("search/attn_loss", score.at, episode)
-        writer.add_scalar("search/best_reward", best, episode)
-        for key, value in losses.items():
-            writer.add_scalar(f"ppo/{key}", value, episode)
-        if (episode + 1) % settings.eval_every == 0:
-            for layer, c in config.items():
-                for field in ("t1", "v1", "t2", "v2"):
-                    writer.add_scalar(f"codes/{layer}/{field}", getattr(c, field), episode)
-            tqdm.write(f"episode {episode + 1}: reward {score.reward:.4f} (kd {score.kd:.4f}, at {score.at:.5f}) "
-                       f"best {best:.4f}")
-        bar.set_postfix(best=f"{best:.4f}", refresh=False)
-        done = episode + 1
-        stop = settings.stop_after is not None and settings.stop_after <= done < settings.episodes
-        if done % settings.checkpoint_every == 0 or done == settings.episodes or stop:
-            save(done)
-        if stop:
-            writer.close()
-            return SearchOutcome(top, history, time.time() - t0, finished=False)
-    writer.close()
-    return SearchOutcome(top, history, time.time() - t0, finished=True)
+    except (RuntimeError, ValueError) as exc:  # a policy with NaN weights fails in torch.distributions
+        text = " ".join(str(exc).split())
+        if "nan" not in text.lower() and "inf" not in text.lower():
+            raise
+        raise TrisegError(f"episode {episode + 1}: {text[:100]}: {hint}") from None
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise TrisegError(f"episode {episode + 1}: the {strategy.name} update gave {bad}: {hint}")
+    return config, score, losses
