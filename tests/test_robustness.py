@@ -82,10 +82,12 @@ def test_a_mode_removes_the_temp_files_a_killed_run_left(tmp_path):
     archive.parent.mkdir()
     shutil.copyfile(SAMPLE_ARCHIVE, archive)
     cache_tmp = archive.parent / f".cifar.tar.gz.triseg-cache-0123456789ab.pt.{dead}.tmp"
-    cache_tmp.write_bytes(b"half a cache")
+    old_style = archive.parent / f".cifar.tar.gz.triseg-cache-0123456789ab.tmp{dead}"  # earlier versions' name
+    for p in (cache_tmp, old_style):
+        p.write_bytes(b"half a cache")
     assert main(["eval_int8", "--model", "lenet5", "--output-dir", str(out), "--data-dir", str(archive),
                  "--workers", "1"]) == 0
-    assert not any(p.exists() for p in [*left, cache_tmp])
+    assert not any(p.exists() for p in [*left, cache_tmp, old_style])
     assert list(tmp_path.rglob("*.tmp")) == []
 
 

@@ -3,10 +3,12 @@ the stratified validation split and batched augmentation on tensors."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import pickle
+import re
 import sys
 import tarfile
 import zlib
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from triseg.errors import TrisegError
-from triseg.paths import atomic_open, clean_stale_temps
+from triseg.paths import atomic_open, clean_stale_temps, pid_alive
 
 DATA_ENV = "TRISEG_DATA_DIR"
 SAMPLE_ARCHIVE = Path(__file__).parent / "assets" / "cifar10-sample.tar.gz"
@@ -122,11 +124,25 @@ def _load_raw(path: Path, download: bool) -> tuple[RawSplits, Callable[[], None]
         raise TrisegError(f"data path {path} does not exist (pass --data-dir, or --download for CIFAR-10)")
     cache = _cache_path(path)
     clean_stale_temps(cache.parent)
+    _clean_old_cache_temps(cache.parent)
     cached = _read_cache(cache)
     if cached is not None:
         return cached, None
     raw = _load_image_folder(path)
     return raw, lambda: _write_cache(cache, raw)
+
+
+OLD_CACHE_TEMP = re.compile(r"triseg-cache-[0-9a-f]+\.tmp(\d+)$")
+
+
+def _clean_old_cache_temps(folder: Path) -> None:
+    """Remove the ``<cache>.tmp<pid>`` files that killed decodes of earlier versions left (dead pid only)."""
+    with contextlib.suppress(OSError):
+        for p in folder.iterdir():
+            m = OLD_CACHE_TEMP.search(p.name)
+            if m is not None and not pid_alive(int(m.group(1))) and p.is_file():
+                with contextlib.suppress(OSError):
+                    p.unlink()
 
 
 def _read_cache(cache: Path) -> RawSplits | None:
