@@ -245,14 +245,20 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, 
     assert not out.parent.exists()
 
 
-def test_verify_export_refuses_a_file_of_another_config(lenet_fbgemm, sample, tmp_path):
+def test_verify_export_mode_reports_and_refuses_a_file_of_another_config(lenet_fbgemm, tmp_path, monkeypatch,
+                                                                         capsys):
     teacher_file = export(ExportRequest(lenet_fbgemm), "onnx", tmp_path / "teacher.onnx")
-    config = lenet_fbgemm.load_config(LENET_CONFIG)
-    with pytest.raises(TrisegError, match="pass its --config-path|holds the maps of no config"):
-        verify(lenet_fbgemm, config, teacher_file, sample.test.take(8), 8)
-    report = verify(lenet_fbgemm, None, teacher_file, sample.test.take(16), 8, opt_levels=("off",))
-    assert list(report["runs"]) == ["ort_opt_off"] and not report["debug_outputs"]
-    assert report["runs"]["ort_opt_off"]["top1_agreement"] == 100.0
+    base = ["verify-export", "--model", "lenet5", "--output-dir", str(artifacts.ZOO_DIR), "--onnx", str(teacher_file),
+            "--workers", "1", "--engine", "fbgemm", "--max-images", "16", "--batch-size", "8"]
+    assert _cli(base + ["--config-path", LENET_CONFIG], monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds the maps of no config" in err[0]
+    report_file = tmp_path / "report.json"
+    assert _cli(base + ["--ort-optimization", "off", "--report-file", str(report_file)], monkeypatch) == 0
+    assert "ort_opt_off: top-1 agreement 100.000 %" in capsys.readouterr().out
+    report = json.loads(report_file.read_text())
+    assert list(report["runs"]) == ["ort_opt_off"] and not report["debug_outputs"] and report["images"] == 16
+    assert report["runs"]["ort_opt_off"]["identical_logits"] == 100.0 and "optimised_ops" not in report
 
 
 def test_missing_extra_is_a_one_line_error_naming_the_install_command(lenet_fbgemm, tmp_path, monkeypatch, capsys):

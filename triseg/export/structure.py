@@ -10,7 +10,6 @@ every tensor's shape and its quantization parameters exactly as the INT8 kernels
 from __future__ import annotations
 
 import copy
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,8 +200,6 @@ def trace(model: TapModel, name: str) -> IntGraph:
             add("flatten", [src(node.args[0])])
         elif target in (torch.ops.quantized.add, torch.ops.quantized.add_relu):
             add("add", [src(node.args[0]), src(node.args[1])], relu=target is torch.ops.quantized.add_relu)
-        elif target is operator.getitem:
-            raise TrisegError(f"export: indexing in {name}'s forward ({node.name}) is not supported")
         else:
             raise TrisegError(f"export: operation {getattr(target, '__name__', target)} in {name} is not supported")
     missing = [layer for layer in model.layers() if layer not in taps]
