@@ -69,6 +69,9 @@ BASE: dict[str, list[str]] = {
     "lsq-train": ["--model", "tiny_vgg", "--epochs", "1", "--output-dir", "{bad}/lsqrun", "--train-limit", "16"],
     "lsq-qat": ["--epochs", "1", "--output-dir", "{bad}/lsqrun", "--float-checkpoint", "{bad}/lsq_fake_float.pt"],
     "lsq-infer": ["--int-model", "{bad}/lsq_fake_int.pt"],
+    "export": ["--model", "lenet5"],
+    "export_triseg": ["--model", "lenet5"],
+    "verify-export": ["--model", "lenet5", "--onnx", "{bad}/garbage.pth"],
 }
 
 
@@ -123,14 +126,14 @@ def numeric_cases() -> list[Any]:
             seen.add(f.name)
             for value in values:
                 if _rejected(f, tp, value):
-                    cases.append(pytest.param(mode, [*BASE[mode], flag(f.name), value], flag(f.name),
+                    cases.append(pytest.param(mode, [*BASE.get(mode, []), flag(f.name), value], flag(f.name),
                                               id=f"{mode}-{f.name}={value}"))
     return cases
 
 
 def choice_cases() -> list[Any]:
     """Every choice option of every mode with a value it does not know."""
-    return [pytest.param(mode, [*BASE[mode], flag(f.name), "tpu"], flag(f.name), id=f"{mode}-{f.name}=tpu")
+    return [pytest.param(mode, [*BASE.get(mode, []), flag(f.name), "tpu"], flag(f.name), id=f"{mode}-{f.name}=tpu")
             for mode in MODES for f, _ in _fields(MODES[mode].config) if choices_of(f) is not None]
 
 
@@ -142,7 +145,7 @@ def unoffered_cases() -> list[Any]:
         shown = {flag(f.name) for f, _ in _fields(m.config)}
         hidden = [flag(name) for name in m.config.cli_hidden]
         for option in hidden + [o for o in foreign if o not in shown][:2]:
-            cases.append(pytest.param(mode, [*BASE[mode], option, "1"], option, id=f"{mode}-unoffered{option}"))
+            cases.append(pytest.param(mode, [*BASE.get(mode, []), option, "1"], option, id=f"{mode}-unoffered{option}"))
     return cases
 
 
@@ -169,7 +172,7 @@ def path_cases() -> list[Any]:
             check = f.metadata.get("check")
             if not isinstance(check, PathCheck):
                 continue
-            base = PATH_BASE.get((mode, f.name), BASE[mode])
+            base = PATH_BASE.get((mode, f.name), BASE.get(mode, []))
             for value in PATH_VALUES[check.kind]:
                 argv = [flag(f.name), value]
                 if value == "taken":  # a folder where the output file goes
