@@ -232,7 +232,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, 
         "--format 'tflite' is unknown": ["--format", "tflite", "--output", str(out)],
         "is for model alexnet, not lenet5": ["--config-path", ALEXNET_CONFIG, "--output", str(out)],
         "['conv9'] are not approximated layers": ["--config-path", _bad_config(tmp_path), "--output", str(out)],
-        "is not a folder": ["--config-path", LENET_CONFIG, "--output", str(blocker / "x.onnx")],
+        "is a file, not a folder": ["--config-path", LENET_CONFIG, "--output", str(blocker / "x.onnx")],
         "is a folder, not a file": ["--output", str(tmp_path)],
         "pass --config-path": ["--format", "c-header", "--output", str(out)],
     }
@@ -275,9 +275,9 @@ def test_export_options_are_generated_and_checked():
     cfg = parse_options(ExportConfig, ["--model", "alexnet", "--format", "qonnx", "--debug-taps"])
     assert (cfg.model, cfg.format, cfg.debug_taps, cfg.config_path, cfg.onnx_ops) == ("alexnet", "qonnx", True, None,
                                                                                      "integer")
-    with pytest.raises(TrisegError, match="--onnx-ops applies to --format onnx"):
+    with pytest.raises(TrisegError, match="--onnx-ops applies only with --format onnx"):
         ExportConfig(model="lenet5", format="qonnx", onnx_ops="qdq")
-    with pytest.raises(TrisegError, match="--debug-taps applies"):
+    with pytest.raises(TrisegError, match="--debug-taps applies only with --format onnx, qonnx"):
         ExportConfig(model="lenet5", format="c-header", config_path=LENET_CONFIG, debug_taps=True)
     assert {m.name for m in export_cli.MODES} == {"export", "export_triseg", "verify-export"}
 

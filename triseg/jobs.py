@@ -468,40 +468,40 @@ def _onnx_ops() -> list[str]:
 class ExportConfig(ModelOptions, BackendOptions):
     """``export`` / ``export_triseg``: the INT8 teacher, or the student of a config, as ONNX, QONNX or a C header."""
 
+    cli_hidden = ("engine",)
     config_path: str | None = option(None, "result JSON of a search (Windows paths accepted); without it the plain "
-                                           "INT8 teacher is exported")
+                                           "INT8 teacher is exported", check=input_file(convert=spelled_path))
     format: str = option("onnx", "onnx (onnxruntime runs it as it is), qonnx (maps as MultiThreshold nodes, for "
                                  "FINN) or c-header (scales, zero points, codes and 256-entry tables)",
                          choices=_export_formats)
-    output: str | None = option(None, "output file (default <output-dir>/export/<model>[_<config stem>]<suffix>)")
-    debug_taps: bool = option(False, "onnx/qonnx: add every tap's codes, before and after its map, as graph outputs")
-    onnx_ops: str = option("integer", "onnx: how convs and linears are written: integer (ConvInteger/MatMulInteger "
-                                      "and fbgemm's float32 requantization), qlinear (QLinearConv) or qdq "
-                                      "(DequantizeLinear, float op, QuantizeLinear)", choices=_onnx_ops)
+    output: str | None = option(None, "output file (default <output-dir>/export/<model>[_<config stem>]<suffix>)",
+                                check=output_file())
+    debug_taps: bool = option(False, "add every tap's codes, before and after its map, as graph outputs",
+                              check=only_with("format", "onnx", "qonnx"))
+    onnx_ops: str = option("integer", "how convs and linears are written: integer (ConvInteger/MatMulInteger and "
+                                      "fbgemm's float32 requantization), qlinear (QLinearConv) or qdq "
+                                      "(DequantizeLinear, float op, QuantizeLinear)", choices=_onnx_ops,
+                           check=only_with("format", "onnx"))
 
     def check(self) -> None:
-        """The field checks, then: c-header needs a config; --debug-taps and --onnx-ops only where they apply."""
+        """The field checks, then: c-header writes a config's maps, so it needs one."""
         from triseg.errors import TrisegError
 
         super().check()
         if self.format == "c-header" and self.config_path is None:
             raise TrisegError("--format c-header writes a config's maps: pass --config-path")
-        if self.format == "c-header" and self.debug_taps:
-            raise TrisegError("--debug-taps applies to --format onnx and qonnx, not c-header")
-        if self.format != "onnx" and self.onnx_ops != "integer":
-            raise TrisegError(f"--onnx-ops applies to --format onnx ({self.format} always uses integer)")
 
 
 @dataclass
 class VerifyExportConfig(ModelOptions, DataOptions, BackendOptions, BatchOptions):
     """``verify-export``: an exported file in onnxruntime (or qonnx) against the torch INT8 student, image by image."""
 
-    onnx: str = option("", "the exported .onnx file (onnx or qonnx format)", check=not_empty)
+    onnx: str = option("", "the exported .onnx file (onnx or qonnx format)", check=input_file(required=True))
     config_path: str | None = option(None, "the result JSON the file was exported from; without it the file must "
-                                           "be the plain teacher")
+                                           "be the plain teacher", check=input_file(convert=spelled_path))
     split: str = option("test", "images to compare", choices=("val", "test"))
     max_images: int | None = option(None, "use only the first N images of the split", check=POSITIVE)
     batch_size: int = option(256, "batch size", check=POSITIVE)
     ort_optimization: str = option("both", "onnxruntime graph optimisations: off, on (all levels) or both runs",
                                    choices=("off", "on", "both"))
-    report_file: str | None = option(None, "also write the report as JSON to this file")
+    report_file: str | None = option(None, "also write the report as JSON to this file", check=output_file())

@@ -6,15 +6,17 @@ from pathlib import Path
 
 from triseg.cli.common import load_data, prepare, write_json
 from triseg.cli.modes import Mode
-from triseg.export import FORMATS, ExportRequest, default_output, export
+from triseg.export import FORMATS, ExportRequest, check_output, default_output, export
 from triseg.export.deps import require
-from triseg.export.files import check_output
 from triseg.jobs import ExportConfig, VerifyExportConfig
 from triseg.teacher import load_teacher
 
 
 def export_mode(cfg: ExportConfig) -> None:
-    """Check the packages and the output path, load the teacher and the config, write the file."""
+    """Check the packages and the output path, load the teacher and the config, write the file.
+
+    The CLI has checked the path options on disk already; the default output path is checked here.
+    """
     prepare(cfg)
     for package in FORMATS[cfg.format].packages:
         require(package)
@@ -33,16 +35,15 @@ def verify_export_mode(cfg: VerifyExportConfig) -> None:
     prepare(cfg)
     require("onnx")
     require("onnxruntime")
-    report_path = check_output(cfg.report_file) if cfg.report_file else None
     teacher = load_teacher(cfg.model, cfg.output_dir, cfg.engine, device="cpu", backend=cfg.backend)
     config = teacher.load_config(cfg.config_path) if cfg.config_path else None
     split = getattr(load_data(cfg), cfg.split).take(cfg.max_images)
     levels = ("off", "on") if cfg.ort_optimization == "both" else (cfg.ort_optimization,)
     report = verify(teacher, config, Path(cfg.onnx), split, cfg.batch_size, cfg.workers or 0, levels)
     print("\n".join(summary_lines(report)))
-    if report_path is not None:
-        write_json(report, report_path)
-        print(f"-> {report_path}")
+    if cfg.report_file:
+        write_json(report, cfg.report_file)
+        print(f"-> {cfg.report_file}")
 
 
 EXPORT_HELP = "write the INT8 teacher or a config's student as onnx, qonnx or a C header -> <output-dir>/export/"

@@ -14,14 +14,15 @@ onnx, onnxruntime and qonnx are the optional extra ``export`` and are imported o
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from triseg import paths
 from triseg.errors import TrisegError
 from triseg.export import c_header, onnx_graph, qonnx_graph
 from triseg.export.deps import require
-from triseg.export.files import atomic_write_bytes, check_output
 from triseg.export.request import ExportRequest
 
 
@@ -57,15 +58,27 @@ def default_output(output_dir: str | Path, model: str, config_file: str | None, 
     return Path(output_dir) / "export" / f"{stem}{export_format(fmt).suffix}"
 
 
-def export(req: ExportRequest, fmt: str, output: str | Path) -> Path:
-    """Write ``req`` in format ``fmt`` to ``output``; everything is checked before the file is made."""
+def check_output(path: str | os.PathLike) -> Path:
+    """``path`` if a file can be written there (judged without writing); else a one-line error."""
+    problem = paths.file_problem(path)
+    if problem is not None:
+        raise TrisegError(f"output {path} {problem}")
+    return Path(path)
+
+
+def export(req: ExportRequest, fmt: str, output: str | os.PathLike) -> Path:
+    """Write ``req`` in format ``fmt`` to ``output``: everything is checked and rendered before the file is
+    written, to a temporary file beside it that is then renamed."""
     f = export_format(fmt)
     for package in f.packages:
         require(package)
     if f.needs_config and req.config is None:
         raise TrisegError(f"format {fmt} writes a config's maps: pass --config-path")
     path = check_output(output)
-    return atomic_write_bytes(f.render(req), path)
+    data = f.render(req)
+    with paths.atomic_open(path, "wb") as fh:
+        fh.write(data)
+    return path
 
 
-__all__ = ["FORMATS", "ExportFormat", "ExportRequest", "default_output", "export", "export_format"]
+__all__ = ["FORMATS", "ExportFormat", "ExportRequest", "check_output", "default_output", "export", "export_format"]
