@@ -157,6 +157,16 @@ def changed_share(result: dict[str, Any]) -> float:
     return sum(c["changed_share"] * c["activations"] for c in layers) / max(1, sum(c["activations"] for c in layers))
 
 
+def multiplies_left(runs: list[dict[str, Any]]) -> str:
+    """Mean ± std of the cost model's multiplies left (vs zero-skipping INT8), and the split it was counted on."""
+    counted = [r["hardware"] for r in runs if "hardware" in r]
+    if len(counted) != len(runs):
+        return "n/a"
+    values = [h["totals"]["multiplies_left_vs_zero_skipping_int8"] for h in counted]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {std:.3f} ({counted[0]['split']})"
+
+
 def summarise(model: str, results: dict[str, list[dict[str, Any]]], budget: int, out: Path) -> str:
     """The Markdown table, best test drop first."""
     rows = []
@@ -173,10 +183,11 @@ def summarise(model: str, results: dict[str, list[dict[str, Any]]], budget: int,
              if rewards else "n/a"),
             mean_std([100 * r["coverage"]["mapped_share"] for r in runs]),
             mean_std([100 * changed_share(r) for r in runs]),
+            multiplies_left(runs),
             mean_std([r["search_wall_time_s"] + r["selection_wall_time_s"] for r in runs]),
         ]))
     head = ["strategy", "seeds", "evaluations", "val drop (pt)", "test drop (pt)", "best reward",
-            "mapped share (%)", "changed share (%)", "wall time (s)"]
+            "mapped share (%)", "changed share (%)", "multiplies left", "wall time (s)"]
     lines = [f"{model}, budget {budget} student evaluations per run (mean ± std over seeds; drops in accuracy points, "
              "lower is better)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(rows, key=lambda r: r[0])]

@@ -29,7 +29,7 @@ def test_search_compare_honours_the_tmax_rule_and_no_test(tmp_path, sample) -> N
         assert result["tmax"] == expected and result["tmax_rule"]["percentile"] == 30.0
         assert "metrics" not in result and result["coverage"]["split"] == "val"
     table = (tmp_path / "cmp" / "lenet5" / "table.md").read_text()
-    assert "`random`" in table and "not evaluated" in table
+    assert "`random`" in table and "not evaluated" in table and "(val)" in table
 
 
 def test_benchmarks_use_only_the_public_api() -> None:
