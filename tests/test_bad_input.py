@@ -235,6 +235,10 @@ RUNTIME = [
          expect="not a readable triseg model file"),
     case("model-file-of-another-model", "eval_int8", "--model", "alexnet", "--output-dir", "{bad}/outs_wrong",
          expect="does not hold the int8 stage of alexnet"),
+    case("model-file-foreign-weights", "eval_int8", "--model", "lenet5", "--output-dir", "{bad}/outs_foreign",
+         expect="do not fit"),
+    case("model-file-unknown-backend", "export_int8", "--model", "lenet5", "--output-dir", "{bad}/outs_foreign",
+         expect="no known backend"),
     case("export_int8-backend-conflict", "export_int8", "--model", "lenet5", "--backend", "qnnpack",
          expect="conflicts with the model file's backend"),
     # configs and results: a folder, damaged, foreign, illegal, of another teacher, tested already
@@ -488,6 +492,11 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
                                                                                                  "lenet5", stage))
     (b / "outs_wrong").mkdir()
     shutil.copyfile(LENET_TEACHER, b / "outs_wrong" / "alexnet_int8.pth")
+    (b / "outs_foreign").mkdir()
+    blob = torch.load(LENET_TEACHER, weights_only=False)
+    torch.save({**blob, "state_dict": {"x": torch.zeros(1)}}, b / "outs_foreign" / "lenet5_int8.pth")
+    blob = torch.load(artifacts.stage_path(artifacts.ZOO_DIR, "lenet5", "qat"), weights_only=False)
+    torch.save({**blob, "backend": "tpu"}, b / "outs_foreign" / "lenet5_qat_preconvert.pth")
     (b / "zoo_badmanifest").mkdir()
     (b / "zoo_badmanifest" / "manifest.json").write_text("{broken")
     (b / "zoo_manifest_dir" / "manifest.json").mkdir(parents=True)

@@ -92,19 +92,17 @@ def stage_file(output_dir: str | os.PathLike, name: str, stage: str) -> Path:
     return path
 
 
-def read_stage(output_dir: str | os.PathLike, name: str, stage: str) -> dict[str, Any]:
-    """The saved blob of one stage (see :func:`stage_file` for where it is looked for)."""
-    return read_stage_file(stage_file(output_dir, name, stage), name, stage)
-
-
 def read_stage_file(path: Path, name: str, stage: str) -> dict[str, Any]:
     """The blob in ``path``, checked to be the ``stage`` of model ``name``."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise TrisegError(f"{path} is not a readable triseg model file ({type(exc).__name__})") from None
+        raise TrisegError(f"{path} is not a readable triseg model file ({type(exc).__name__}): run "
+                          f"{STAGES[stage][1]} again, or restore the file") from None
     if not isinstance(blob, dict) or blob.get("model") != name or blob.get("stage") != stage:
-        raise TrisegError(f"{path} does not hold the {stage} stage of {name}")
+        raise TrisegError(f"{path} does not hold the {stage} stage of {name}: run {STAGES[stage][1]} for it")
+    if not isinstance(blob.get("state_dict"), dict):
+        raise TrisegError(f"{path} holds no weights: run {STAGES[stage][1]} again, or restore the file")
     return blob
 
 
@@ -129,19 +127,35 @@ def qat_skeleton(name: str, backend: str) -> TapModel:
     return prepare_for_qat(build_model(name), backend)
 
 
+def _load_weights(model: TapModel, blob: dict[str, Any], path: Path, name: str, stage: str) -> TapModel:
+    """``model`` with the weights of ``blob``; weights of another architecture are a one-line error."""
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise TrisegError(f"{path} holds weights that do not fit triseg's {name} ({type(exc).__name__}): run "
+                          f"{STAGES[stage][1]} again") from None
+    return model
+
+
+def _backend_of(blob: dict[str, Any], path: Path) -> str:
+    backend = blob.get("backend")
+    if backend not in quant.BACKENDS:
+        raise TrisegError(f"{path} records no known backend ({backend!r}): run {STAGES[blob['stage']][1]} again")
+    return backend
+
+
 def load_float(output_dir: str | os.PathLike, name: str) -> TapModel:
     """The trained float model (unfused), in eval mode."""
-    model = build_model(name)
-    model.load_state_dict(read_stage(output_dir, name, "float")["state_dict"])
-    return model.eval()
+    path = stage_file(output_dir, name, "float")
+    return _load_weights(build_model(name), read_stage_file(path, name, "float"), path, name, "float").eval()
 
 
 def load_qat(output_dir: str | os.PathLike, name: str) -> tuple[TapModel, str]:
     """The QAT model (fake-quant, eval mode) and its backend."""
-    blob = read_stage(output_dir, name, "qat")
-    model = qat_skeleton(name, blob["backend"])
-    model.load_state_dict(blob["state_dict"])
-    return model.eval(), blob["backend"]
+    path = stage_file(output_dir, name, "qat")
+    blob = read_stage_file(path, name, "qat")
+    backend = _backend_of(blob, path)
+    return _load_weights(qat_skeleton(name, backend), blob, path, name, "qat").eval(), backend
 
 
 def load_int8(output_dir: str | os.PathLike, name: str, engine: str | None = None) -> tuple[TapModel, str]:
@@ -156,12 +170,11 @@ def load_int8_file(path: Path, name: str, engine: str | None = None) -> tuple[Ta
     ``engine`` defaults to :func:`triseg.quant.default_engine` of the file's backend.
     """
     blob = read_stage_file(path, name, "int8")
-    backend = blob["backend"]
+    backend = _backend_of(blob, path)
     engine = engine or quant.default_engine(backend)
     quant.check_engine(backend, engine)
     skeleton = qat_skeleton(name, backend).eval()
     with torch.no_grad():
         skeleton(torch.zeros(1, 3, 32, 32))  # observers need one batch before convert builds modules
     model = quant.convert(skeleton, engine)
-    model.load_state_dict(blob["state_dict"])
-    return model.eval(), backend, path
+    return _load_weights(model, blob, path, name, "int8").eval(), backend, path
