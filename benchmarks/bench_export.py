@@ -29,15 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import machine  # noqa: E402
-from triseg import api, quant  # noqa: E402
-from triseg.artifacts import atomic_write_text  # noqa: E402
-from triseg.export import ExportRequest  # noqa: E402
-from triseg.export import onnx_graph, qonnx_graph  # noqa: E402
-from triseg.export.deps import require  # noqa: E402
-from triseg.approx.lut import LutEdit  # noqa: E402
-from triseg.export.verify import (QonnxRunner, compare, op_counts, optimised_ops, ort_runner,  # noqa: E402
-                                  ort_session)
-from triseg.recorder import EditOnlyRecorder  # noqa: E402
+from triseg import api  # noqa: E402
+from triseg.api import (EditOnlyRecorder, ExportRequest, LutEdit, QonnxRunner, compare, onnx_graph,  # noqa: E402
+                        op_counts, optimised_ops, ort_runner, ort_session, qonnx_graph)
 
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,8 +134,8 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "results/export"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    ort, onnx = require("onnxruntime"), require("onnx")
-    require("qonnx")
+    ort, onnx = api.require_extra("onnxruntime"), api.require_extra("onnx")
+    api.require_extra("qonnx")
     env = {"machine": machine.describe(), "threads": args.threads, "onnxruntime": ort.__version__,
            "onnx": onnx.__version__, "qonnx": importlib.metadata.version("qonnx")}
     print(f"{env['machine']}; onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, qonnx {env['qonnx']}; "
@@ -149,13 +143,13 @@ def main() -> None:
     split = api.load_cifar10(args.data_dir).test.take(args.max_images)
     for name in args.models:
         references = {engine: api.load_teacher(name, device="cpu", engine=engine) for engine in ("fbgemm", "x86")}
-        quant.set_engine("x86")
+        api.set_engine("x86")
         results = {"model": name, **env, "references": {"x86": "torch INT8, x86 engine (the default)",
                                                         "fbgemm": "torch INT8, fbgemm engine"},
                    "teacher": run_case(name, references, None, split, args),
                    "student": run_case(name, references, HEADLINE[name], split, args)}
         out = Path(args.out) / f"{name}.json"
-        atomic_write_text(json.dumps(results, indent=1) + "\n", out)
+        api.atomic_write_text(json.dumps(results, indent=1) + "\n", out)
         print(f"-> {out}")
 
 

@@ -19,21 +19,25 @@ Every settings object is a checked dataclass (:mod:`triseg.jobs`): an illegal va
 from triseg.approx.config import LayerCodes, TrisegConfig, load_config
 from triseg.artifacts import ZOO_DIR, load_int8, qat_skeleton, stage_path
 from triseg.approx.intsim import simulate
+from triseg.approx.lut import LutEdit
 from triseg.approx.student import Config, StudentEval, evaluate_student, install
 from triseg.artifacts import atomic_write_text
 from triseg.cli.parser import parse_options
 from triseg.data import Cifar10, Split, batches, load_cifar10
 from triseg.errors import TrisegError
+from triseg.export import ExportRequest, export, onnx_graph, qonnx_graph
+from triseg.export.deps import require as require_extra
+from triseg.export.verify import QonnxRunner, compare, op_counts, optimised_ops, ort_runner, ort_session
 from triseg.hardware.cost import HardwareReport, hardware_report
 from triseg.models import MODELS, build_model
-from triseg.quant import activation_top_code
+from triseg.quant import activation_top_code, set_engine
 from triseg.quant import convert as convert_int8
 from triseg.jobs import FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
 from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy, TopK
 from triseg.search.exact_mse import exact_mse_codes
 from triseg.search.job import (SearchRun, build_space, evaluate_test, final_test, load_data, make_evaluator,
                                run_search, run_supervised, select_result)
-from triseg.recorder import attach
+from triseg.recorder import EditOnlyRecorder, attach
 from triseg.search.ppo import PPOConfig, PPOStrategy
 from triseg.search.registry import STRATEGIES
 from triseg.search.result import RunPaths, SearchResult, TestMetrics, Validation
@@ -53,6 +57,8 @@ from triseg.lsq.train import train_float as lsq_train
 from triseg.lsq.train import train_qat as lsq_qat
 
 __all__ = [
+    "EditOnlyRecorder", "ExportRequest", "LutEdit", "QonnxRunner", "compare", "export", "onnx_graph", "op_counts",
+    "optimised_ops", "ort_runner", "ort_session", "qonnx_graph", "require_extra", "set_engine",
     "EpisodeBatches", "HardwareReport", "MODELS", "PPOStrategy", "ZOO_DIR", "activation_top_code", "build_model",
     "calibrate_space", "convert_int8", "hardware_report", "load_int8", "qat_skeleton", "stage_path",
     "Cifar10", "Config", "Evaluator", "FinalTestConfig", "Score", "Strategy", "TopK", "exact_mse_codes",

@@ -95,11 +95,23 @@ def coverage_notes(extra: dict, layer: str) -> list[str]:
     return [f"result coverage of the activations: {', '.join(shares)}"] if shares else []
 
 
+def hardware_notes(extra: dict, layer: str) -> list[str]:
+    """Comment lines with the cost model's counts of the layers ``layer``'s tap feeds, if the result has them."""
+    hw = extra.get("hardware")
+    if not isinstance(hw, dict) or not isinstance(hw.get("layers"), dict):
+        return []
+    return [f"feeds {name}: {c['macs_per_image']:.0f} MACs/image, skipped {100 * c['skipped_share']:.2f} %, "
+            f"selected {100 * c['selected_share']:.2f} %, multiplied {100 * c['multiplied_share']:.2f} % "
+            f"({hw.get('split', '?')} split, cost model)"
+            for name, c in hw["layers"].items() if isinstance(c, dict) and c.get("source") == layer]
+
+
 def render(req: ExportRequest) -> bytes:
     """The ``c-header`` format: the maps of an export request's config (the request must have one)."""
     assert req.config is not None
     layers = [HeaderLayer(name, req.teacher.model.tap_name(name), *req.graph.tap_qparams(name), codes,
-                          coverage_notes(req.config.extra, name) + list(req.layer_notes.get(name, [])))
+                          coverage_notes(req.config.extra, name) + hardware_notes(req.config.extra, name)
+                          + list(req.layer_notes.get(name, [])))
               for name, codes in req.layers.items()]
     t = req.teacher
     source = [f"config: {req.config_file}", f"teacher: {t.path} (sha256 {t.sha256})"]
