@@ -18,6 +18,7 @@ from typing import IO, Iterator
 from triseg.errors import TrisegError
 
 TEMP_RE = re.compile(r"^\..+\.(\d+)\.tmp$")
+_CLEANED: set[str] = set()
 _FS_IOC_GETFLAGS = 0x80086601
 _FS_IMMUTABLE_FL, _FS_APPEND_FL = 0x10, 0x20
 
@@ -66,11 +67,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write to ``.<name>.<pid>.tmp`` beside ``path`` and rename it over ``path`` when the block ends;
     an exception (or a kill) never leaves a half-written ``path``, and an exception removes the temp file.
 
-    The folder's stale temp files (dead writers) are removed first.
+    The folder's stale temp files (dead writers) are removed first (once per folder and process).
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(p.parent)
+    folder = os.path.abspath(p.parent)
+    if folder not in _CLEANED:
+        clean_stale_temps(folder)
+        _CLEANED.add(folder)
     tmp = temp_path(p)
     try:
         with open(tmp, mode) as fh:
