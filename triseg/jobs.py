@@ -192,6 +192,7 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
     checkpoint_every: int = option(100, "checkpoint every N episodes", check=POSITIVE)
     stop_after: int | None = option(None, "stop (resumably) after N episodes", check=POSITIVE)
     no_test: bool = option(False, "select on validation and never open the test split (run final_test later)")
+    resume_or_start: bool = option(False, "continue from the checkpoint if there is one, else start from scratch")
     space: SpaceOptions = option(help="calibration", default_factory=SpaceOptions)
     ppo: PPOConfig = option(help="PPO (ppo, ppo-warm)", default_factory=PPOConfig)
     warm: WarmConfig = option(help="warm start (ppo-warm)", default_factory=WarmConfig)
@@ -216,6 +217,8 @@ class ConfigPathOptions(Options):
 
     config_path: str = option("", "result JSON of a search (Windows paths accepted)",
                               check=input_file(convert=spelled_path, required=True))
+    allow_other_teacher: bool = option(False, "run even when the INT8 model differs from the teacher the result "
+                                              "was searched on (the output says so)")
 
 
 @dataclass
@@ -237,6 +240,8 @@ class FinalTestConfig(StudentOptions, BatchOptions, ConfigPathOptions):
 @dataclass
 class ParetoConfig(ConfigPathOptions):
     """``pareto``: print a savings result's Pareto front, or write one of its points as a result."""
+
+    cli_hidden = ("allow_other_teacher",)
 
     pick: int | None = option(None, "write point N of the front (0 = fewest multiplies) as a result beside the "
                                     "original, selected on validation and not yet tested", check=NON_NEGATIVE)
@@ -305,8 +310,7 @@ class SensitivityConfig(StudentOptions, BatchOptions, ConfigPathOptions):
     batch_size: int = option(256, "batch size", check=POSITIVE)
     split: str = option("val", "split to evaluate on (selection decisions must not use test)", choices=("val", "test"))
     max_images: int | None = option(None, "use only the first N images of the split", check=POSITIVE)
-    allow_other_teacher: bool = option(False, "run even when the INT8 model differs from the teacher the result "
-                                              "was searched on (the output says so)")
+
 
 
 @dataclass
@@ -471,6 +475,8 @@ class ExportConfig(ModelOptions, BackendOptions):
     cli_hidden = ("engine",)
     config_path: str | None = option(None, "result JSON of a search (Windows paths accepted); without it the plain "
                                            "INT8 teacher is exported", check=input_file(convert=spelled_path))
+    allow_other_teacher: bool = option(False, "export even when the INT8 model differs from the teacher the result "
+                                              "was searched on (the output says so)")
     format: str = option("onnx", "onnx (onnxruntime runs it as it is), qonnx (maps as MultiThreshold nodes, for "
                                  "FINN) or c-header (scales, zero points, codes and 256-entry tables)",
                          choices=_export_formats)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from triseg.analysis.sensitivity import search_output_dir
+from triseg.approx.config import config_path
 from triseg.cli.common import load_data, prepare, write_json
 from triseg.cli.modes import Mode
 from triseg.export import FORMATS, ExportRequest, check_output, default_output, export
 from triseg.export.deps import require
 from triseg.jobs import ExportConfig, VerifyExportConfig
-from triseg.teacher import load_teacher
+from triseg.teacher import load_result_teacher, load_teacher
 
 
 def export_mode(cfg: ExportConfig) -> None:
@@ -21,8 +23,12 @@ def export_mode(cfg: ExportConfig) -> None:
     for package in FORMATS[cfg.format].packages:
         require(package)
     out = check_output(cfg.output or default_output(cfg.output_dir, cfg.model, cfg.config_path, cfg.format))
-    teacher = load_teacher(cfg.model, cfg.output_dir, cfg.engine, device="cpu", backend=cfg.backend)
-    config = teacher.load_config(cfg.config_path) if cfg.config_path else None
+    if cfg.config_path:
+        teacher, config, _ = load_result_teacher(cfg.config_path, cfg.model, cfg.output_dir,
+                                                 search_output_dir(config_path(cfg.config_path), None), cfg.engine,
+                                                 "cpu", cfg.backend, cfg.allow_other_teacher)
+    else:
+        teacher, config = load_teacher(cfg.model, cfg.output_dir, cfg.engine, device="cpu", backend=cfg.backend), None
     path = export(ExportRequest(teacher, config, cfg.config_path, cfg.debug_taps, cfg.onnx_ops), cfg.format, out)
     what = f"student of {cfg.config_path}" if config else "teacher"
     print(f"{cfg.model} INT8 {what} -> {path} ({cfg.format}, {path.stat().st_size} bytes)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from triseg.analysis.sensitivity import search_output_dir
 from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.student import evaluate_student
 from triseg.cli.common import load_data, prepare, write_json
@@ -12,9 +13,10 @@ from triseg.cli.modes import Mode
 from triseg.errors import TrisegError
 from triseg.hardware.cost import hardware_report
 from triseg.jobs import EvalConfig, FinalTestConfig, ParetoConfig, SearchConfig
-from triseg.search.job import (SearchRun, energy_table, final_test, pareto_front, pick_pareto_point, run_search,
-                               teacher_for)
+from triseg.paths import check_output_file
+from triseg.search.job import SearchRun, energy_table, final_test, pareto_front, pick_pareto_point, run_search
 from triseg.search.result import RESULT_DIR, SearchResult
+from triseg.teacher import load_result_teacher
 
 
 def report_run(run: SearchRun) -> None:
@@ -33,8 +35,10 @@ def search(cfg: SearchConfig) -> None:
 
 def eval_ppo_int8(cfg: EvalConfig) -> None:
     prepare(cfg)
-    teacher = teacher_for(cfg)
-    tcfg = teacher.load_config(cfg.config_path)
+    out = check_output_file(Path(cfg.output_dir) / RESULT_DIR / f"{config_path(cfg.config_path).stem}.eval.json")
+    teacher, tcfg, other = load_result_teacher(cfg.config_path, cfg.model, cfg.output_dir,
+                                               search_output_dir(config_path(cfg.config_path), None), cfg.engine,
+                                               cfg.device, cfg.backend, cfg.allow_other_teacher)
     data = load_data(cfg)
     model, be = teacher.model, teacher.backend
     t = evaluate_student(model, {}, data.test, cfg.batch_size)
@@ -50,8 +54,8 @@ def eval_ppo_int8(cfg: EvalConfig) -> None:
     hardware = hardware_report(model, tcfg.layers, data.test, "test", energy_table(cfg.cost_table),
                                cfg.batch_size).to_json()
     print_hardware(hardware)
-    out = Path(cfg.output_dir) / RESULT_DIR / f"{config_path(cfg.config_path).stem}.eval.json"
     write_json({"model": cfg.model, "backend": be, "config": cfg.config_path, "images": len(data.test),
+                "teacher": teacher.identity(), **({"other_teacher": other} if other else {}),
                 "acc_teacher": t.accuracy, "acc_student": s.accuracy, "acc_drop": drop,
                 "coverage": s.coverage, "mapped_share": s.mapped_share, "hardware": hardware}, out)
     print(f"-> {out}")
@@ -90,6 +94,7 @@ def pareto(cfg: ParetoConfig) -> None:
     out = source.parent / (cfg.output or f"{source.stem}.pareto{cfg.pick}.json")
     if out.resolve() == source.resolve():
         raise TrisegError(f"--output {cfg.output} would overwrite the result itself")
+    check_output_file(out)
     picked = pick_pareto_point(result, cfg.pick, cfg.config_path)
     picked.write(out)
     print(f"point {cfg.pick}: {picked.selection} -> {out} (evaluate it once with final_test)")

@@ -19,10 +19,13 @@ from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.intsim import simulate
 from triseg.artifacts import atomic_write_text
 from triseg.data import Cifar10, load_cifar10
+from triseg.analysis.sensitivity import search_output_dir
+from triseg.artifacts import resume_from
 from triseg.errors import TrisegError
 from triseg.hardware.cost import hardware_report
 from triseg.hardware.energy import DEFAULT_TABLE, load_table
 from triseg.jobs import DataOptions, FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
+from triseg.paths import check_output_dir, check_output_file
 from triseg.runlog import set_threads, tensorboard_writer
 from triseg.search import space as space_mod
 from triseg.search.base import EpisodeBatches, Evaluator, ParetoArchive, Score, Strategy, TopK
@@ -32,7 +35,7 @@ from triseg.search.run import SearchSettings, run_search as run_loop
 from triseg.search.select import coverage_on, evaluate_on_test, select_on_validation, select_savings
 from triseg.search.space import SearchSpace
 from triseg.search.supervised import train_supervised
-from triseg.teacher import Teacher, load_teacher
+from triseg.teacher import Teacher, load_result_teacher, load_teacher
 
 StrategyWrapper = Callable[[Strategy], Strategy]
 
@@ -95,11 +98,15 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
     set_threads(cfg.workers)
     spec = strategy_spec(cfg.search)
     table = energy_table(cfg.cost_table)
+    paths = RunPaths(Path(cfg.output_dir), cfg.model, cfg.search, cfg.seed, cfg.result_file)
+    for f in (paths.result, paths.history, paths.checkpoint):
+        check_output_file(f)
+    check_output_dir(paths.log_dir)
+    resume_from(paths.checkpoint, cfg.resume, cfg.resume_or_start)
     teacher = teacher or teacher_for(cfg)
     data = data or load_data(cfg)
     _check_data(data, cfg.no_test)
     space = space or build_space(teacher, data, cfg.space, cfg.batch_size, cfg.seed)
-    paths = RunPaths(Path(cfg.output_dir), cfg.model, cfg.search, cfg.seed, cfg.result_file)
     evaluator = make_evaluator(teacher, data, cfg)
     strategy = build_strategy(space, cfg)
     if wrap is not None:
@@ -108,7 +115,8 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
     settings = SearchSettings(episodes=episodes, top_k=cfg.top_k, max_acc_drop=cfg.max_acc_drop,
                               eval_every=min(cfg.eval_every, episodes), checkpoint_every=cfg.checkpoint_every,
                               stop_after=cfg.stop_after, objective=cfg.objective)
-    outcome = run_loop(strategy, evaluator, settings, paths.checkpoint, paths.log_dir, resume=cfg.resume)
+    outcome = run_loop(strategy, evaluator, settings, paths.checkpoint, paths.log_dir, resume=cfg.resume,
+                       resume_or_start=cfg.resume_or_start)
     if not outcome.finished:
         return SearchRun(None, paths, len(outcome.history))
     _write_json(outcome.history, paths.history)
@@ -131,17 +139,24 @@ def run_supervised(cfg: SupervisedJobConfig, teacher: Teacher | None = None, dat
     """The gradient-based method, selected on val (and tested) exactly like a search."""
     set_threads(cfg.workers)
     table = energy_table(cfg.cost_table)
+    paths = RunPaths(Path(cfg.output_dir), cfg.model, "supervised", cfg.seed, cfg.result_file)
+    for f in (paths.result, paths.supervised_history):
+        check_output_file(f)
+    check_output_dir(paths.log_dir)
     teacher = teacher or teacher_for(cfg)
     data = data or load_data(cfg)
     _check_data(data, cfg.no_test)
     space = space or build_space(teacher, data, cfg.space, cfg.batch_size, cfg.seed)
-    paths = RunPaths(Path(cfg.output_dir), cfg.model, "supervised", cfg.seed, cfg.result_file)
     sim = teacher.model if teacher.device == "cuda" else simulate(teacher.model)
     writer = tensorboard_writer(paths.log_dir)
     t0 = time.time()
     s = cfg.supervised
-    outcome = train_supervised(sim, space, data.train, s, batch_size=cfg.batch_size, kd_T=cfg.kd_T, seed=cfg.seed,
-                               writer=writer, teacher=teacher.model)
+    try:
+        outcome = train_supervised(sim, space, data.train, s, batch_size=cfg.batch_size, kd_T=cfg.kd_T,
+                                   seed=cfg.seed, writer=writer, teacher=teacher.model)
+    except TrisegError:
+        writer.discard()
+        raise
     writer.close()
     train_time = time.time() - t0
     top = TopK(len(outcome.epoch_configs))
@@ -189,7 +204,7 @@ def select_result(teacher: Teacher, data: Cifar10, top: TopK | ParetoArchive, ma
     else:
         chosen = select_on_validation(teacher.model, data.val, top, max_acc_drop)
     result = SearchResult(teacher.name, teacher.backend, chosen.config, chosen.reason, chosen.validation,
-                          {}, None, {**settings, **extra, "teacher": teacher.identity()})
+                          {}, None, {**settings, **extra, "teacher": teacher.identity(chosen.validation.acc_teacher)})
     if no_test:
         result.coverage = coverage_on(teacher.model, chosen.config, data.val, 256, "val")
         result.settings["hardware"] = hardware_report(teacher.model, chosen.config, data.val, "val",
@@ -201,7 +216,7 @@ def select_result(teacher: Teacher, data: Cifar10, top: TopK | ParetoArchive, ma
 
 
 def evaluate_test(result: SearchResult, teacher: Teacher, data: Cifar10, batch_size: int = 256,
-                  cost_table: dict[str, Any] | None = None) -> SearchResult:
+                  cost_table: dict[str, Any] | None = None, allow_other: bool = False) -> SearchResult:
     """The explicit, single test evaluation of a selected result (in place; an error if already tested).
 
     Also counts the hardware cost on test (with ``cost_table``, else the result's own table, else the default).
@@ -211,7 +226,7 @@ def evaluate_test(result: SearchResult, teacher: Teacher, data: Cifar10, batch_s
     if len(data.test) == 0:
         raise TrisegError("the test split is empty")
     recorded = result.settings.get("teacher", {}).get("sha256")
-    if recorded is not None and recorded != teacher.sha256:
+    if recorded is not None and recorded != teacher.sha256 and not allow_other:
         raise TrisegError(f"the result was searched on another teacher (sha256 {recorded[:12]}..., "
                           f"loaded {teacher.path} has {teacher.sha256[:12]}...)")
     result.test, result.coverage = evaluate_on_test(teacher.model, result.config, data.test, batch_size)
@@ -228,10 +243,15 @@ def final_test(cfg: FinalTestConfig) -> SearchResult:
     result = SearchResult.read(cfg.config_path)
     if result.test is not None:
         raise TrisegError(f"result {cfg.config_path} was already evaluated on the test split")
-    teacher = teacher_for(cfg)
-    teacher.check_config(TrisegConfig(result.model, result.backend, result.config, {}), cfg.config_path)
-    evaluate_test(result, teacher, load_data(cfg), cfg.batch_size, cost_table=table)
-    result.write(config_path(cfg.config_path))
+    source = config_path(cfg.config_path)
+    check_output_file(source)
+    teacher, _, other = load_result_teacher(cfg.config_path, cfg.model, cfg.output_dir,
+                                            search_output_dir(source, None), cfg.engine, cfg.device, cfg.backend,
+                                            cfg.allow_other_teacher)
+    evaluate_test(result, teacher, load_data(cfg), cfg.batch_size, cost_table=table, allow_other=other is not None)
+    if other:
+        result.settings["other_teacher"] = other
+    result.write(source)
     return result
 
 
