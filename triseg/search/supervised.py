@@ -31,6 +31,7 @@ from triseg.approx.calibrate import code_stats
 from triseg.approx.config import CODES, MIN_TMAX, LayerCodes
 from triseg.approx.losses import kd_loss
 from triseg.data import Split, batches
+from triseg.errors import TrisegError
 from triseg.options import POSITIVE, Options, above, at_least, between, option
 from triseg.recorder import Recorder, attach
 from triseg.search.legal import project
@@ -145,10 +146,10 @@ class SupervisedConfig(Options):
 
     epochs: int = option(5, "passes over the training split", check=POSITIVE)
     steps_per_epoch: int | None = option(None, "cap on batches per epoch (default: all)", check=POSITIVE)
-    lr: float = option(0.05, "Adam learning rate, in codes", check=above(0))
+    lr: float = option(0.05, "Adam learning rate, in codes", check=between(0, 1000, low_open=True))
     alpha: float = option(0.05, "weight of the coverage term", check=at_least(0))
-    beta0: float = option(1.0, "initial gate temperature in codes", check=above(0))
-    beta_min: float = option(0.2, "floor of the temperature", check=above(0))
+    beta0: float = option(1.0, "initial gate temperature in codes", check=between(1e-4, 1e4))
+    beta_min: float = option(0.2, "floor of the temperature", check=between(1e-4, 1e4))
     beta_decay: float = option(0.85, "temperature factor per epoch", check=between(0, 1, low_open=True))
     round_grad: str = option("ste", "gradient of the simulation's rounding: straight-through or none (zero)",
                              choices=("ste", "none"))
@@ -211,6 +212,9 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
             kd = kd_loss(student.float(), target.float(), kd_T)
             cov = maps.take_coverage()
             loss = kd - s.alpha * cov
+            if not math.isfinite(float(loss.detach())):
+                raise TrisegError(f"supervised training diverged (loss {float(loss.detach())}) at step {out.steps + 1}: "
+                                  "lower --lr or raise --beta0")
             opt.zero_grad()
             loss.backward()
             grads = {layer: {name: float(p.grad) if p.grad is not None else 0.0
