@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from triseg.approx.calibrate import TMAX_MARGIN, TMAX_PERCENTILE
 from triseg.approx.config import config_path as spelled_path
 from triseg.options import (NON_NEGATIVE, POSITIVE, Options, above, at_least, below, between, input_file,
-                            input_folder, input_path, not_empty, only_with, option, output_file, output_folder,
+                            input_folder, input_path, only_with, option, output_file, output_folder,
                             output_name, plain_file_name, threads)
 from triseg.quant import BACKENDS
 from triseg.search.base import OBJECTIVES

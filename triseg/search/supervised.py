@@ -32,7 +32,7 @@ from triseg.approx.config import CODES, MIN_TMAX, LayerCodes
 from triseg.approx.losses import kd_loss
 from triseg.data import Split, batches
 from triseg.errors import TrisegError
-from triseg.options import POSITIVE, Options, above, at_least, between, option
+from triseg.options import POSITIVE, Options, at_least, between, option
 from triseg.recorder import Recorder, attach
 from triseg.search.legal import project
 from triseg.search.space import SearchSpace
