@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import struct
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Any, IO, Iterator
 
 from triseg.errors import TrisegError
 
@@ -205,3 +206,18 @@ def os_error_line(exc: OSError) -> str:
             errno.EISDIR: "pass a file, not a folder", errno.ENOTDIR: "a part of the path is a file",
             errno.ENOENT: "check the path"}.get(exc.errno or 0)
     return f"{name}: {what}" + (f" ({hint})" if hint else "") if name else what + (f" ({hint})" if hint else "")
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The JSON in ``path``; a missing, unreadable or damaged file is one line naming ``what``."""
+    p = Path(path)
+    if not p.exists():
+        raise TrisegError(f"{what} {p} not found")
+    if not p.is_file():
+        raise TrisegError(f"{what} {p} is not a file")
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrisegError(f"{what} {p} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise TrisegError(f"{what} {p} cannot be read ({exc.strerror})") from None

@@ -7,12 +7,12 @@ above tmax are unchanged.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any, Iterable
 
 from triseg.errors import TrisegError
+from triseg.paths import read_json
 
 T1_MIN, T1_MAX = 2, 10
 T1_TMAX_GAP, T2_T1_GAP, T2_TMAX_GAP = 8, 4, 4
@@ -132,13 +132,7 @@ def config_path(path: str) -> Path:
 def load_config(path: str) -> TrisegConfig:
     """Read a result/config JSON; one-line errors for a missing or malformed file."""
     p = config_path(path)
-    if not p.exists():
-        raise TrisegError(f"config {p} not found")
-    try:
-        obj = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrisegError(f"config {p} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
-    return TrisegConfig.from_json(obj, str(p))
+    return TrisegConfig.from_json(read_json(p, "config"), str(p))
 
 
 def as_dict(c: LayerCodes) -> dict[str, int]:

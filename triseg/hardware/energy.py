@@ -19,12 +19,12 @@ FILE.json`` replaces any of the four numbers.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from triseg.errors import TrisegError
+from triseg.paths import read_json
 
 SOURCE = "Horowitz, ISSCC 2014, 45 nm (select: assumed equal to an 8-bit add)"
 DEFAULT_TABLE: dict[str, Any] = {"mult8": 0.2, "add32": 0.1, "compare8": 0.03, "select": 0.03, "unit": "pJ",
@@ -41,12 +41,7 @@ def energy_pj(table: dict[str, Any], multiplies: int, selects: int, comparisons:
 def load_table(path: str | Path) -> dict[str, Any]:
     """The default table with the numbers of a JSON file replacing its own (one-line errors)."""
     p = Path(path)
-    if not p.is_file():
-        raise TrisegError(f"cost table {p} not found")
-    try:
-        obj = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrisegError(f"cost table {p} is not valid JSON ({exc})") from None
+    obj = read_json(p, "cost table")
     if not isinstance(obj, dict):
         raise TrisegError(f"cost table {p} must be a JSON object with keys among {', '.join(KEYS)}")
     unknown = sorted(set(obj) - set(KEYS) - {"source", "unit"})

@@ -16,6 +16,7 @@ from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.student import Config
 from triseg.artifacts import atomic_write_text
 from triseg.errors import TrisegError
+from triseg.paths import read_json
 
 RESULT_DIR = "tri_ppo_int_codes"
 
@@ -150,13 +151,7 @@ class SearchResult:
     def read(cls, path: str | Path) -> "SearchResult":
         """Read a result JSON (Windows spellings of the path accepted)."""
         p = config_path(str(path))
-        if not p.is_file():
-            raise TrisegError(f"result {p} not found" if not p.exists() else f"result {p} is not a file")
-        try:
-            obj = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise TrisegError(f"result {p} is not valid JSON ({exc})") from None
-        return cls.from_json(obj, str(p))
+        return cls.from_json(read_json(p, "result"), str(p))
 
     def summary(self) -> str:
         """One line: validation (and test) drop, mapped share, multiplies left."""
