@@ -511,3 +511,19 @@ class VerifyExportConfig(ModelOptions, DataOptions, BackendOptions, BatchOptions
     ort_optimization: str = option("both", "onnxruntime graph optimisations: off, on (all levels) or both runs",
                                    choices=("off", "on", "both"))
     report_file: str | None = option(None, "also write the report as JSON to this file", check=output_file())
+
+
+# Sweeps: experiment grids of search jobs ---------------------------------------------------------------------------
+
+@dataclass
+class SweepConfig(Options):
+    """``sweep``: run a grid of search jobs (in-process, or as Ray tasks), then aggregate them."""
+
+    address: str | None = option(None, "join this Ray cluster (`auto`: the one `ray start` made on this node) "
+                                       "instead of starting a local Ray")
+    max_parallel: int | None = option(None, "at most N cells at once (default: one per CPU Ray sees)",
+                                      check=POSITIVE, metavar="N")
+    final_test: bool = option(False, "evaluate the best validation result of each (model, strategy, objective) "
+                                     "group once on test and write the table (run after the sweep)")
+    spec: str = option("", "the sweep's TOML (or YAML) file: grid, shared options, output folder",
+                       check=input_file(required=True), positional=True, metavar="SPEC")

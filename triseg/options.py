@@ -216,14 +216,15 @@ def output_name(folder_option: str, sub: str) -> PathCheck:
 def option(default: Any = MISSING, help: str = "", *, check: Check | None = None,
            choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
            aliases: Sequence[str] = (), metavar: str | None = None, cli: bool = True,
-           default_factory: Callable[[], Any] | None = None) -> Any:
+           default_factory: Callable[[], Any] | None = None, positional: bool = False) -> Any:
     """A dataclass field with its help text, check, choices and CLI aliases.
 
     ``choices`` may be a callable (a registry's names, read when the CLI is built); ``cli=False``
-    keeps a field out of the command line (set by the API or by the CLI code itself).
+    keeps a field out of the command line (set by the API or by the CLI code itself); ``positional``
+    makes it an argument without a flag (``triseg sweep SPEC``).
     """
     meta = {"help": help, "check": check, "choices": choices, "aliases": tuple(aliases), "metavar": metavar,
-            "cli": cli}
+            "cli": cli, "positional": positional}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)

@@ -24,6 +24,7 @@ class Mode:
 
 def all_modes() -> dict[str, Mode]:
     """Every mode, in the order ``--help`` lists them."""
-    from triseg.cli import analysis, export, lsq, pipeline, search, supervised, zoo
+    from triseg.cli import analysis, export, lsq, pipeline, search, supervised, sweep, zoo
 
-    return {m.name: m for module in (pipeline, search, supervised, zoo, analysis, lsq, export) for m in module.MODES}
+    return {m.name: m for module in (pipeline, search, supervised, zoo, analysis, lsq, export, sweep)
+            for m in module.MODES}
