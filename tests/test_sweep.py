@@ -1,0 +1,154 @@
+"""Sweeps: a 4-cell grid on the shipped sample, in-process and on a local Ray; skip, resume, bad specs, no test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from triseg import api, sweep
+from triseg.cli import main
+
+from test_job import sealed_test
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SPEC = """
+output = "{out}"
+models = ["lenet5"]
+strategies = ["random", "exact-mse"]
+seeds = [0, 1]
+budgets = [4]
+options = ["--top-k", "2", "--calib-batches", "1", "--batch-size", "16", "--eval-every", "2", "--checkpoint-every", "2"]
+"""
+
+
+def write_spec(folder: Path, out: Path, text: str = SPEC, name: str = "spec.toml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text.format(out=out))
+    return path
+
+
+def sealed_loader(cfg: api.SearchConfig) -> api.Cifar10:
+    """The cell's data with a test split that fails the cell when opened."""
+    return sealed_test(api.load_data(cfg))
+
+
+def outcome(result: api.SearchResult) -> tuple[dict, float]:
+    """What must match between two runs of a cell: the chosen maps and their validation drop."""
+    return {k: vars(c) for k, c in result.config.items()}, result.validation.acc_drop
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[sweep.Spec, dict]:
+    """The 4-cell sweep run in-process with a sealed test split."""
+    root = tmp_path_factory.mktemp("sweep")
+    spec = sweep.load_spec(write_spec(root, root / "out"))
+    summary = sweep.run_sweep(spec, use_ray=False, loader=sealed_loader)
+    return spec, summary
+
+
+def test_sweep_runs_every_cell_without_opening_test(swept):
+    spec, summary = swept
+    assert len(spec.cells) == 4 and summary["ran"] == 4 and summary["failed"] == {}
+    for cell in spec.cells:
+        status = json.loads((cell.folder / sweep.STATUS_NAME).read_text())
+        assert status["state"] == "done", status  # a sealed test split opened would have failed the cell
+        result = sweep.finished(cell)
+        assert result is not None and result.test is None and result.settings["split_sizes"]["test"] > 0
+        assert (cell.folder / sweep.LOG_NAME).read_text().strip()
+    table = (spec.output / "table.md").read_text()
+    assert table.count("| `lenet5__") == 2 and "± " in table and "Final test" not in table
+    assert (spec.output / "best_so_far.png").stat().st_size > 0
+
+
+def test_rerun_skips_finished_cells_and_redoes_a_missing_result(swept):
+    spec, _ = swept
+    victim, others = spec.cells[0], spec.cells[1:]
+    before = sweep.finished(victim)
+    victim.result_path.unlink()
+    assert api.RunPaths(victim.folder, "lenet5", "random", 0, sweep.RESULT_NAME).checkpoint.parent.is_dir()
+    mtimes = {c.name: c.result_path.stat().st_mtime_ns for c in others}
+    summary = sweep.run_sweep(spec, use_ray=False, loader=sealed_loader)
+    assert summary["ran"] == 1 and summary["failed"] == {}
+    assert {c.name: c.result_path.stat().st_mtime_ns for c in others} == mtimes
+    assert outcome(sweep.finished(victim)) == outcome(before)
+
+
+def test_killed_cell_resumes_to_the_uninterrupted_result(swept, tmp_path):
+    spec, _ = swept
+    killed = sweep.load_spec(write_spec(tmp_path, tmp_path / "out"))
+    cell = next(c for c in killed.cells if "__random__" in c.name)
+    run = api.run_search(cell.config().replace(stop_after=2), api.load_teacher("lenet5", "outputs"),
+                         sealed_loader(cell.config()))
+    assert run.result is None and run.paths.checkpoint.is_file() and not cell.result_path.exists()
+    killed = sweep.Spec(killed.source, killed.output, (cell,))
+    assert sweep.run_sweep(killed, use_ray=False, loader=sealed_loader)["failed"] == {}
+    twin = next(c for c in spec.cells if c.name == cell.name)
+    assert outcome(sweep.finished(cell)) == outcome(sweep.finished(twin))
+
+
+def test_final_test_evaluates_each_group_once(swept, tmp_path):
+    spec, _ = swept
+    copy = sweep.Spec(spec.source, tmp_path / "out", tuple(
+        sweep.Cell(c.name, tmp_path / "out" / "cells" / c.name, c.group,
+                   tuple(str(tmp_path / "out" / "cells" / c.name) if a == str(c.folder) else a for a in c.argv),
+                   c.teacher_dir) for c in spec.cells))
+    shutil.copytree(spec.output / "cells", copy.output / "cells")
+    written = sweep.final_test(copy)
+    assert sorted(p.name for p in written) == ["lenet5__exact-mse__reward.json", "lenet5__random__reward.json"]
+    for path in written:
+        result = api.SearchResult.read(path)
+        chosen = [sweep.finished(c) for c in copy.cells if c.group == tuple(path.stem.split("__"))]
+        assert result.test is not None
+        assert result.validation.acc_drop == min(r.validation.acc_drop for r in chosen)
+    assert all(sweep.finished(c).test is None for c in copy.cells)  # the cells themselves stay untested
+    assert sweep.final_test(copy) == []
+    assert "Final test" in (copy.output / "table.md").read_text()
+
+
+def test_local_ray_gives_the_in_process_results(swept, tmp_path):
+    ray = pytest.importorskip("ray")
+    spec, _ = swept
+    on_ray = sweep.load_spec(write_spec(tmp_path, tmp_path / "out"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = sweep.run_sweep(on_ray, max_parallel=2, use_ray=True)
+    finally:
+        ray.shutdown()
+    assert summary["ray"] and summary["ran"] == 4 and summary["failed"] == {}
+    for cell, twin in zip(on_ray.cells, spec.cells):
+        assert outcome(sweep.finished(cell)) == outcome(sweep.finished(twin))
+
+
+BAD_SPECS = {
+    "unknown-model": (SPEC.replace('["lenet5"]', '["lenet9"]'), "--model 'lenet9' is unknown"),
+    "unknown-strategy": (SPEC.replace('"random"', '"annealing"'), "--search 'annealing' is unknown"),
+    "malformed": (SPEC.replace("seeds = [0, 1]", "seeds = [0, 1"), "is not valid TOML"),
+    "seed-not-a-number": (SPEC.replace("seeds = [0, 1]", 'seeds = ["zero"]'), "seeds must be a non-empty list"),
+    "grid-option-shared": (SPEC.replace('"--top-k"', '"--seed", "3", "--top-k"'), "set by the grid"),
+    "unknown-shared-option": (SPEC.replace('"--top-k"', '"--flux", "--top-k"'), "unrecognized arguments: --flux"),
+    "unknown-key": (SPEC + 'colour = "red"\n', "unknown keys colour"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_SPECS))
+def test_bad_spec_fails_in_one_line_before_any_cell(name, tmp_path, capsys):
+    text, expect = BAD_SPECS[name]
+    path = write_spec(tmp_path, tmp_path / "out", text)
+    assert main(["sweep", str(path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and expect in errors[0], errors
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_spec_without_pyyaml_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    path = write_spec(tmp_path, tmp_path / "out", "output: x\n", name="spec.yaml")
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "YAML needs PyYAML" in err
