@@ -45,8 +45,8 @@ def test_nested_options_are_checked_on_replace() -> None:
 
 
 def test_parse_options_fills_nested_groups_and_flags() -> None:
-    cfg = parse_options(SearchConfig, ["--model", "lenet5", "--tmax-percentile", "30", "--lr", "0.01",
-                                       "--warm-prob", "0.5", "--no-test", "--kd-T", "3"])
+    cfg = parse_options(SearchConfig, ["--model", "lenet5", "--search", "ppo-warm", "--tmax-percentile", "30", "--lr",
+                                       "0.01", "--warm-prob", "0.5", "--no-test", "--kd-T", "3"])
     assert (cfg.model, cfg.space.tmax_percentile, cfg.ppo.lr, cfg.warm.warm_prob, cfg.no_test, cfg.kd_T) == \
         ("lenet5", 30.0, 0.01, 0.5, True, 3.0)
     assert cfg.space.tmax_margin == SpaceOptions().tmax_margin and cfg.ppo.k_epochs == PPOConfig().k_epochs
@@ -58,6 +58,16 @@ def test_parsed_values_go_through_the_same_checks() -> None:
         parse_options(SearchConfig, ["--tmax-percentile", "101"])
     with pytest.raises(SystemExit):
         parse_options(SearchConfig, ["--episodes", "many"])
+
+
+def test_options_of_another_strategy_or_objective_are_refused() -> None:
+    with pytest.raises(TrisegError, match="--lr applies only with --search ppo, ppo-warm"):
+        parse_options(SearchConfig, ["--search", "cmaes", "--lr", "0.01"])
+    with pytest.raises(TrisegError, match="--warm-prob applies only with --search ppo-warm"):
+        parse_options(SearchConfig, ["--warm-prob", "0.5"])
+    with pytest.raises(TrisegError, match="--safety-margin applies only with --objective savings"):
+        parse_options(SearchConfig, ["--safety-margin", "0.5"])
+    assert parse_options(SearchConfig, ["--objective", "savings", "--safety-margin", "0.5"]).safety_margin == 0.5
 
 
 def test_modes_offer_only_their_options(capsys) -> None:

@@ -77,7 +77,8 @@ def synthetic_space(seed: int = 0) -> SearchSpace:
 
 
 def args_for(name: str, seed: int = 0) -> SearchConfig:
-    return SearchConfig(search=name, seed=seed, ppo=PPOConfig(update_timestep=10))
+    ppo = PPOConfig(update_timestep=10) if name.startswith("ppo") else PPOConfig()
+    return SearchConfig(search=name, seed=seed, ppo=ppo)
 
 
 def fake_score(config: dict[str, LayerCodes], episode: int) -> Score:

@@ -183,9 +183,10 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
     objective: str = option("reward", "reward: the original (closest student wins); savings: fewest multiplies "
                                       "within the drop limit", choices=OBJECTIVES)
     savings_weight: float = option(1.0, "savings: weight of the distillation loss against multiplies left in the "
-                                        "episode reward", check=at_least(0))
+                                        "episode reward", check=only_with("objective", "savings", check=at_least(0)))
     safety_margin: float = option(1.0, "savings: the chosen config's validation drop must stay within "
-                                       "--max-acc-drop minus this margin", check=at_least(0))
+                                       "--max-acc-drop minus this margin",
+                                  check=only_with("objective", "savings", check=at_least(0)))
     top_k: int = option(30, "configs kept for the validation pass (savings: points of the Pareto front)",
                         check=POSITIVE)
     eval_every: int = option(100, "log codes every N episodes", check=POSITIVE)
@@ -194,8 +195,10 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
     no_test: bool = option(False, "select on validation and never open the test split (run final_test later)")
     resume_or_start: bool = option(False, "continue from the checkpoint if there is one, else start from scratch")
     space: SpaceOptions = option(help="calibration", default_factory=SpaceOptions)
-    ppo: PPOConfig = option(help="PPO (ppo, ppo-warm)", default_factory=PPOConfig)
-    warm: WarmConfig = option(help="warm start (ppo-warm)", default_factory=WarmConfig)
+    ppo: PPOConfig = option(help="PPO (ppo, ppo-warm)", default_factory=PPOConfig,
+                            check=only_with("search", "ppo", "ppo-warm"))
+    warm: WarmConfig = option(help="warm start (ppo-warm)", default_factory=WarmConfig,
+                              check=only_with("search", "ppo-warm"))
 
 
 @dataclass
