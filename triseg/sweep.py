@@ -234,12 +234,19 @@ def _run_ray(cells: list[Cell], address: str | None, max_parallel: int | None, b
             ray.init(num_cpus=max_parallel, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     task = ray.remote(num_cpus=1, max_retries=0)(_ray_cell)
     limit = max_parallel or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    pending, statuses, queue = [], [], list(cells)
-    while queue or pending:
-        while queue and len(pending) < limit:
-            pending.append(task.remote(queue.pop(0)))
-        done, pending = ray.wait(pending, num_returns=1)
-        statuses.append(ray.get(done[0]))
+    running: dict[Any, Cell] = {}
+    statuses, queue = [], list(cells)
+    while queue or running:
+        while queue and len(running) < limit:
+            cell = queue.pop(0)
+            running[task.remote(cell)] = cell
+        done, _ = ray.wait(list(running), num_returns=1)
+        cell = running.pop(done[0])
+        try:
+            statuses.append(ray.get(done[0]))
+        except Exception as exc:  # the worker died (killed, out of memory): the cell resumes on a rerun
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            statuses.append({"cell": cell.name, "state": "failed", "error": error})
         bar.update(1)
     return statuses
 
