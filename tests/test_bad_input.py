@@ -378,8 +378,8 @@ RUNTIME = [
     based("train_float-diverges", "train_float", "--lr", "1e30", expect="diverged"),
     based("lsq-train-diverges", "lsq-train", "--lr", "1e30", expect="diverged"),
     based("search-diverges", "search", "--kd-T", "1e-300", expect="non-finite reward"),
-    based("ppo-diverges", "search", "--lr", "1e30", "--update-timestep", "2", "--episodes", "20",
-          expect="the search diverged"),
+    based("ppo-lr-out-of-range", "search", "--lr", "1e30", "--update-timestep", "2", "--episodes", "20",
+          expect="--lr must be in (0, 1]"),
     based("train_qat-diverges", "train_qat", "--qat-lr", "1e30", "--max-train-batches", "2", expect="diverged"),
     # a report needs its search's files: damaged ones stop it before it writes anything
     case("report-damaged-history", "report", "--model", "lenet5", "--config-path",

@@ -177,16 +177,16 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
     episodes: int = option(500, "student evaluations (the budget)", check=POSITIVE)
     result_file: str = option("result.json", "name of the result JSON under <output-dir>/tri_ppo_int_codes/",
                               check=output_name("output_dir", "tri_ppo_int_codes"))
-    max_acc_drop: float = option(2.0, "accuracy drop limit in points", check=at_least(0))
-    kd_T: float = option(2.0, "KD temperature", check=above(0))
-    attention_weight: float = option(100.0, "weight of the attention-transfer term", check=at_least(0))
+    max_acc_drop: float = option(2.0, "accuracy drop limit in points", check=between(0, 100))
+    kd_T: float = option(2.0, "KD temperature", check=between(0, 1000, low_open=True))
+    attention_weight: float = option(100.0, "weight of the attention-transfer term", check=between(0, 1e6))
     objective: str = option("reward", "reward: the original (closest student wins); savings: fewest multiplies "
                                       "within the drop limit", choices=OBJECTIVES)
     savings_weight: float = option(1.0, "savings: weight of the distillation loss against multiplies left in the "
-                                        "episode reward", check=only_with("objective", "savings", check=at_least(0)))
+                                        "episode reward", check=only_with("objective", "savings", check=between(0, 1e6)))
     safety_margin: float = option(1.0, "savings: the chosen config's validation drop must stay within "
                                        "--max-acc-drop minus this margin",
-                                  check=only_with("objective", "savings", check=at_least(0)))
+                                  check=only_with("objective", "savings", check=between(0, 100)))
     top_k: int = option(30, "configs kept for the validation pass (savings: points of the Pareto front)",
                         check=POSITIVE)
     eval_every: int = option(100, "log codes every N episodes", check=POSITIVE)
@@ -207,8 +207,8 @@ class SupervisedJobConfig(StudentOptions, BatchOptions):
 
     result_file: str = option("supervised.json", "name of the result JSON under <output-dir>/tri_ppo_int_codes/",
                               check=output_name("output_dir", "tri_ppo_int_codes"))
-    max_acc_drop: float = option(2.0, "accuracy drop limit in points", check=at_least(0))
-    kd_T: float = option(2.0, "KD temperature", check=above(0))
+    max_acc_drop: float = option(2.0, "accuracy drop limit in points", check=between(0, 100))
+    kd_T: float = option(2.0, "KD temperature", check=between(0, 1000, low_open=True))
     no_test: bool = option(False, "select on validation and never open the test split (run final_test later)")
     space: SpaceOptions = option(help="calibration", default_factory=SpaceOptions)
     supervised: SupervisedConfig = option(help="gradient descent on the maps", default_factory=SupervisedConfig)

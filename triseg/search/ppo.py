@@ -17,7 +17,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from triseg.approx.config import CHOICE_ORDER, MIN_TMAX, T1_MAX, T1_MIN, T1_TMAX_GAP, T2_T1_GAP, T2_TMAX_GAP, LayerCodes
-from triseg.options import POSITIVE, Options, above, at_least, between, option
+from triseg.options import Options, between, option
 from triseg.search.base import Score
 from triseg.search.space import SearchSpace
 
@@ -35,14 +35,14 @@ def heads_for(dynamic_tmax: bool) -> tuple[str, ...]:
 class PPOConfig(Options):
     """PPO hyperparameters (the original tool's defaults)."""
 
-    lr: float = option(3e-4, "Adam learning rate", check=above(0))
+    lr: float = option(3e-4, "Adam learning rate", check=between(0, 1, low_open=True))
     gamma: float = option(0.99, "discount (one-step episodes: no effect)", check=between(0, 1))
-    eps_clip: float = option(0.2, "clip range of the surrogate", check=above(0))
-    k_epochs: int = option(4, "PPO epochs per update", check=POSITIVE)
-    update_timestep: int = option(50, "episodes per PPO update", check=POSITIVE)
-    value_coef: float = option(0.5, "value-loss coefficient", check=at_least(0))
-    entropy_coef: float = option(0.01, "entropy coefficient", check=at_least(0))
-    hidden: int = option(64, "hidden units of the policy network", check=POSITIVE)
+    eps_clip: float = option(0.2, "clip range of the surrogate", check=between(0, 1, low_open=True))
+    k_epochs: int = option(4, "PPO epochs per update", check=between(1, 1000))
+    update_timestep: int = option(50, "episodes per PPO update", check=between(1, 1_000_000))
+    value_coef: float = option(0.5, "value-loss coefficient", check=between(0, 1000))
+    entropy_coef: float = option(0.01, "entropy coefficient", check=between(0, 1000))
+    hidden: int = option(64, "hidden units of the policy network", check=between(1, 4096))
 
 
 class ActorCritic(nn.Module):
