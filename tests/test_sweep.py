@@ -152,3 +152,17 @@ def test_yaml_spec_without_pyyaml_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["sweep", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "YAML needs PyYAML" in err
+
+
+def test_a_failed_cell_is_recorded_and_does_not_stop_the_others(tmp_path):
+    text = SPEC.replace('["random", "exact-mse"]', '["exact-mse"]').replace("seeds = [0, 1]", "seeds = [0]")
+    spec = sweep.load_spec(write_spec(tmp_path, tmp_path / "out", text + 'tmax = ["p90+10", "p1-200"]\n'))
+    summary = sweep.run_sweep(spec, use_ray=False, loader=sealed_loader)
+    good, bad = spec.cells
+    assert list(summary["failed"]) == [bad.name] and "can be approximated" in summary["failed"][bad.name]
+    assert sweep.finished(good) is not None and sweep.finished(bad) is None
+    status = json.loads((bad.folder / sweep.STATUS_NAME).read_text())
+    assert status["state"] == "failed" and "\n" not in status["error"]
+    mtime = good.result_path.stat().st_mtime_ns
+    assert sweep.run_sweep(spec, use_ray=False, loader=sealed_loader)["ran"] == 1
+    assert good.result_path.stat().st_mtime_ns == mtime

@@ -391,12 +391,17 @@ def plot(spec: Spec, rows: dict[str, list[tuple[Cell, SearchResult]]]) -> Path:
     for name, runs in rows.items():
         curves = []
         for cell, _ in runs:
-            history = read_json(RunPaths(cell.folder, "", "", 0, RESULT_NAME).history, "history")
+            path = RunPaths(cell.folder, "", "", 0, RESULT_NAME).history
+            if not path.is_file():
+                continue
+            history = read_json(path, "history")
             best, curve = float("-inf"), []
             for h in history:
                 best = max(best, h["reward"])
                 curve.append(best)
             curves.append(curve)
+        if not curves:
+            continue
         n = min(len(c) for c in curves)
         ax.plot(range(1, n + 1), [statistics.mean(c[i] for c in curves) for i in range(n)], label=name)
     ax.set_xscale("log")
