@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +170,32 @@ def test_a_failed_cell_is_recorded_and_does_not_stop_the_others(tmp_path):
     mtime = good.result_path.stat().st_mtime_ns
     assert sweep.run_sweep(spec, use_ray=False, loader=sealed_loader)["ran"] == 1
     assert good.result_path.stat().st_mtime_ns == mtime
+
+
+def test_killed_ray_worker_fails_its_cell_and_the_rerun_resumes_it(tmp_path):
+    ray = pytest.importorskip("ray")
+    text = SPEC.replace('"random", "exact-mse"', '"exact-mse", "random"').replace("seeds = [0, 1]", "seeds = [0]")
+    text = text.replace("budgets = [4]", "budgets = [400]")
+    spec = sweep.load_spec(write_spec(tmp_path, tmp_path / "out", text))
+    quick, victim = spec.cells
+    checkpoint = api.RunPaths(victim.folder, "lenet5", "random", 0, sweep.RESULT_NAME).checkpoint
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        worker = threading.Thread(target=lambda: summaries.append(sweep.run_sweep(spec, max_parallel=2,
+                                                                                  use_ray=True)))
+        summaries: list[dict] = []
+        worker.start()
+        deadline = time.time() + 60
+        while not checkpoint.is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(json.loads((victim.folder / sweep.STATUS_NAME).read_text())["pid"], signal.SIGKILL)
+        worker.join()
+        assert list(summaries[0]["failed"]) == [victim.name] and sweep.finished(victim) is None
+        mtime = quick.result_path.stat().st_mtime_ns
+        rerun = sweep.run_sweep(spec, max_parallel=2, use_ray=True)
+    finally:
+        ray.shutdown()
+    assert rerun["ran"] == 1 and rerun["failed"] == {} and quick.result_path.stat().st_mtime_ns == mtime
+    fresh = sweep.load_spec(write_spec(tmp_path / "fresh", tmp_path / "fresh_out", text))
+    assert sweep.run_sweep(sweep.Spec(fresh.source, fresh.output, fresh.cells[1:]), use_ray=False)["failed"] == {}
+    assert outcome(sweep.finished(victim)) == outcome(sweep.finished(fresh.cells[1]))

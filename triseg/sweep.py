@@ -27,8 +27,10 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import shlex
+import socket
 import statistics
 import sys
 import time
@@ -201,9 +203,12 @@ def finished(cell: Cell) -> SearchResult | None:
 
 
 def run_cell(cell: Cell, loader: Callable[[Any], Any] | None = None) -> dict[str, Any]:
-    """Run (or continue) one cell; its output goes to ``cell.log``. Returns its status record."""
+    """Run (or continue) one cell; its output goes to ``cell.log``. Returns its status record, which is also
+    ``status.json`` (``running`` with the host and process id while it runs)."""
     t0 = time.time()
     cell.folder.mkdir(parents=True, exist_ok=True)
+    running = {"cell": cell.name, "state": "running", "host": socket.gethostname(), "pid": os.getpid()}
+    atomic_write_text(json.dumps(running, indent=2) + "\n", cell.folder / STATUS_NAME)
     status: dict[str, Any] = {"cell": cell.name}
     with open(cell.folder / LOG_NAME, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
