@@ -153,7 +153,7 @@ def test_bad_spec_fails_in_one_line_before_any_cell(name, tmp_path, capsys):
 def test_yaml_spec_without_pyyaml_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "yaml", None)
     path = write_spec(tmp_path, tmp_path / "out", "output: x\n", name="spec.yaml")
-    assert main(["sweep", str(path)]) == 2
+    assert main(["sweep", "--spec", str(path)]) == 2  # the flag spelling of SPEC
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "YAML needs PyYAML" in err
 

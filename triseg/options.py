@@ -221,7 +221,7 @@ def option(default: Any = MISSING, help: str = "", *, check: Check | None = None
 
     ``choices`` may be a callable (a registry's names, read when the CLI is built); ``cli=False``
     keeps a field out of the command line (set by the API or by the CLI code itself); ``positional``
-    makes it an argument without a flag (``triseg sweep SPEC``).
+    makes it also an argument without a flag (``triseg sweep SPEC``).
     """
     meta = {"help": help, "check": check, "choices": choices, "aliases": tuple(aliases), "metavar": metavar,
             "cli": cli, "positional": positional}

@@ -64,10 +64,9 @@ def _add_field(group: Any, f: dataclasses.Field, tp: Any, dest: str) -> None:
     names = [flag(f.name), *f.metadata.get("aliases", ())]
     default = f.default if f.default is not dataclasses.MISSING else (
         f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-    if f.metadata.get("positional"):
-        group.add_argument(dest, nargs="?", default=default, help=_help(f, default),
+    if f.metadata.get("positional"):  # also given as the flag below
+        group.add_argument(dest, nargs="?", default=argparse.SUPPRESS, help=f"same as {names[0]}",
                            metavar=f.metadata.get("metavar") or f.name.upper())
-        return
     kwargs: dict[str, Any] = {"dest": dest, "help": _help(f, default), "default": default}
     base = _base_type(tp)
     if base is bool:
