@@ -41,8 +41,8 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from triseg import api
 from triseg.artifacts import atomic_write_text
-from triseg.cli.parser import parse_options
 from triseg.errors import TrisegError
 from triseg.jobs import SearchConfig
 from triseg.paths import read_json
@@ -76,7 +76,7 @@ class Cell:
         said = io.StringIO()
         try:
             with contextlib.redirect_stderr(said):
-                return parse_options(SearchConfig, list(self.argv), prog="options")
+                return api.parse_options(SearchConfig, list(self.argv), prog="options")
         except SystemExit:
             raise TrisegError(" ".join(said.getvalue().removeprefix("error: ").split())) from None
 
