@@ -22,6 +22,8 @@ simulation (codes = ``round(x / s_in)``), with identical results when their code
 
 from __future__ import annotations
 
+import functools
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,6 +123,30 @@ def _element_weights(geo: dict[str, Any], x: torch.Tensor) -> tuple[torch.Tensor
     return (full * per_out_channel).view(1, 1, h, w), cout * oh * ow * cin_g * kh * kw
 
 
+_CONSUMERS: "weakref.WeakKeyDictionary[nn.Module, list[tuple[str, nn.Module, tuple]]]" = weakref.WeakKeyDictionary()
+
+
+def consumers(model: nn.Module) -> list[tuple[str, nn.Module, tuple]]:
+    """Every conv/linear of ``model`` with its geometry as a hashable key (found once per model)."""
+    if model not in _CONSUMERS:
+        found = []
+        for name, module in model.named_modules():
+            geo = _geometry(module)
+            if geo is not None:
+                found.append((name, module, tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                                                  for k, v in sorted(geo.items()))))
+        _CONSUMERS[model] = found
+    return _CONSUMERS[model]
+
+
+@functools.lru_cache(maxsize=256)
+def _flat_weights(geo_key: tuple, shape: tuple[int, ...]) -> tuple[torch.Tensor, int]:
+    """:func:`_element_weights` expanded to a whole input of ``shape`` and flattened (cached: it depends on
+    the layer's geometry and the input shape only)."""
+    weights, per_image = _element_weights(dict(geo_key), torch.empty(shape, dtype=torch.int8))
+    return weights.expand(shape).flatten().contiguous(), per_image
+
+
 class CostRecorder(Recorder):
     """Applies the maps at the taps, notes each tap's scale, and counts every consumer's operands."""
 
@@ -131,11 +157,8 @@ class CostRecorder(Recorder):
         self.config = config
         self.counts = CostCounts()
         self.recent: list[tuple[float, str]] = []  # (scale, layer) of the taps seen in this forward pass
-        self.hooks = []
-        for name, module in model.named_modules():
-            geo = _geometry(module)
-            if geo is not None:
-                self.hooks.append(module.register_forward_pre_hook(self._consumer(name, geo)))
+        self.hooks = [module.register_forward_pre_hook(self._consumer(name, key))
+                      for name, module, key in consumers(model)]
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
         x = self.maybe_edit(name, x)
@@ -150,14 +173,15 @@ class CostRecorder(Recorder):
                 self.counts.tap_elements[layer] = self.counts.tap_elements.get(layer, 0) + per_image * x.shape[0]
         return x
 
-    def _consumer(self, name: str, geo: dict[str, Any]):
+    def _consumer(self, name: str, key: tuple):
+        geo = dict(key)
+
         def hook(module: nn.Module, args: tuple) -> None:
             x = args[0]
             codes, scale = _codes(module, x)
             source = next((layer for s, layer in reversed(self.recent) if s == scale), None)
-            weights, macs_per_image = _element_weights(geo, codes)
-            hist = torch.bincount((codes + OFFSET).flatten(), weights=weights.expand_as(codes).flatten(),
-                                  minlength=2 * OFFSET)
+            weights, macs_per_image = _flat_weights(key, tuple(codes.shape))
+            hist = torch.bincount((codes + OFFSET).flatten(), weights=weights, minlength=2 * OFFSET)
             batch = codes.shape[0]
             macs = macs_per_image * batch
             counted = round(float(hist.sum()))
