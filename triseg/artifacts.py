@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,8 +15,7 @@ from triseg import quant
 from triseg.errors import TrisegError
 from triseg.models import build_model
 from triseg.models.base import TapModel
-from triseg.paths import (atomic_open, check_output_dir, check_output_file, check_result_path,  # noqa: F401
-                          clean_stale_temps, temp_path)
+from triseg.paths import atomic_open
 
 ZOO_DIR = Path(os.environ.get("TRISEG_ZOO_DIR", Path(__file__).resolve().parents[1] / "zoo"))
 STAGES = {
@@ -40,6 +40,12 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     """Write text to ``.<name>.<pid>.tmp`` beside ``path``, then rename."""
     with atomic_open(path, "w") as fh:
         fh.write(text)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Pretty JSON (indent 2, final newline), written atomically."""
+    atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+    return Path(path)
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -42,7 +41,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from triseg import api
-from triseg.artifacts import atomic_write_text
+from triseg.artifacts import atomic_write_text, write_json
 from triseg.errors import TrisegError
 from triseg.jobs import SearchConfig
 from triseg.paths import read_json
@@ -208,7 +207,7 @@ def run_cell(cell: Cell, loader: Callable[[Any], Any] | None = None) -> dict[str
     t0 = time.time()
     cell.folder.mkdir(parents=True, exist_ok=True)
     running = {"cell": cell.name, "state": "running", "host": socket.gethostname(), "pid": os.getpid()}
-    atomic_write_text(json.dumps(running, indent=2) + "\n", cell.folder / STATUS_NAME)
+    write_json(running, cell.folder / STATUS_NAME)
     status: dict[str, Any] = {"cell": cell.name}
     with open(cell.folder / LOG_NAME, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
@@ -221,7 +220,7 @@ def run_cell(cell: Cell, loader: Callable[[Any], Any] | None = None) -> dict[str
             status.update(state="failed", error=" ".join(f"{type(exc).__name__}: {exc}".split())[:300])
             print(f"error: {status['error']}")
     status["wall_time_s"] = round(time.time() - t0, 1)
-    atomic_write_text(json.dumps(status, indent=2) + "\n", cell.folder / STATUS_NAME)
+    write_json(status, cell.folder / STATUS_NAME)
     return status
 
 
@@ -295,7 +294,7 @@ def run_sweep(spec: Spec, address: str | None = None, max_parallel: int | None =
         print(f"cell {name} failed: {error}", file=sys.stderr)
     summary = {"spec": str(spec.source), "cells": len(spec.cells), "ran": len(todo), "failed": failed,
                "wall_time_s": round(time.time() - t0, 1), "ray": bool(use_ray and todo)}
-    atomic_write_text(json.dumps(summary, indent=2) + "\n", spec.output / "sweep.json")
+    write_json(summary, spec.output / "sweep.json")
     write_table(spec)
     return summary
 

@@ -13,14 +13,17 @@ from triseg.analysis.stats import PERCENTILES, code_percentiles, weight_stats
 from triseg.approx.calibrate import collect_histograms
 from triseg.approx.config import TrisegConfig, config_path
 from triseg.artifacts import atomic_write_text
-from triseg.cli.common import backend, load_data, prepare, write_json
+from triseg.artifacts import write_json
+from triseg.cli.common import backend, prepare
 from triseg.cli.modes import Mode
 from triseg.data import Cifar10, Split, normalize
 from triseg.errors import TrisegError
 from triseg.jobs import (DumpConfig, DumpFloatConfig, ModelOptions, PercentilesConfig, ReportConfig, SampleOptions,
                          SensitivityConfig, VarianceConfig)
 from triseg.models.base import TapModel
+from triseg.paths import check_output_dir, check_output_file
 from triseg.report.build import ReportInputs, build_report
+from triseg.search.job import load_data
 from triseg.teacher import Teacher, load_result_teacher
 
 
@@ -131,7 +134,7 @@ def _result_teacher(args: SensitivityConfig, run_dir: str | None = None) -> tupl
 def analyze_sensitivity(args: SensitivityConfig) -> None:
     prepare(args)
     stem = config_path(args.config_path).stem
-    out = artifacts.check_output_file(_analysis_dir(args, "int8") / f"sensitivity_{stem}_{args.split}.json")
+    out = check_output_file(_analysis_dir(args, "int8") / f"sensitivity_{stem}_{args.split}.json")
     teacher, cfg, other = _result_teacher(args)
     model, be = teacher.model, teacher.backend
     split = _split(load_data(args), args.split, args.max_images)
@@ -172,8 +175,8 @@ def report(args: ReportConfig) -> None:
     cfile = config_path(args.config_path)
     out_dir = Path(args.output_dir) / "reports"
     name = args.report_file or f"{cfile.stem}.html"
-    artifacts.check_output_file(out_dir / name)
-    artifacts.check_output_dir(out_dir / f"{Path(name).stem}_figures")
+    check_output_file(out_dir / name)
+    check_output_dir(out_dir / f"{Path(name).stem}_figures")
     teacher, cfg, other = _result_teacher(args, args.run_dir)
     model = teacher.model
     result = cfg.to_json()

@@ -1,27 +1,18 @@
-"""Helpers the modes share: threads, data, backend choice, run folders, JSON output."""
+"""Helpers the modes share: threads, backend choice, run folders."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from triseg import quant
-from triseg.artifacts import atomic_write_text
-from triseg.data import Cifar10, load_cifar10
 from triseg.errors import TrisegError
-from triseg.jobs import DataOptions, ModelOptions
+from triseg.jobs import ModelOptions
 from triseg.runlog import set_threads
 
 
 def prepare(cfg: ModelOptions) -> None:
     """Set the CPU threads of a mode."""
     set_threads(cfg.workers)
-
-
-def load_data(cfg: DataOptions) -> Cifar10:
-    """CIFAR-10 splits for the data options."""
-    return load_cifar10(cfg.data_dir, val_size=cfg.val_size, download=cfg.download)
 
 
 def backend(requested: str | None, recorded: str | None = None) -> str:
@@ -39,8 +30,3 @@ def run_dir(cfg: ModelOptions, kind: str, seed: int) -> Path:
     """TensorBoard folder ``<output-dir>/runs/<model>__<kind>__<seed>``."""
     return Path(cfg.output_dir) / "runs" / f"{cfg.model}__{kind}__{seed}"
 
-
-def write_json(obj: Any, path: str | Path) -> Path:
-    """Pretty JSON, written atomically."""
-    atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
-    return Path(path)

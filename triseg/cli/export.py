@@ -6,11 +6,13 @@ from pathlib import Path
 
 from triseg.analysis.sensitivity import search_output_dir
 from triseg.approx.config import config_path
-from triseg.cli.common import load_data, prepare, write_json
+from triseg.artifacts import write_json
+from triseg.cli.common import prepare
 from triseg.cli.modes import Mode
 from triseg.export import FORMATS, ExportRequest, check_output, default_output, export
 from triseg.export.deps import require
 from triseg.jobs import ExportConfig, VerifyExportConfig
+from triseg.search.job import load_data
 from triseg.teacher import load_result_teacher, load_teacher
 
 

@@ -7,11 +7,14 @@ from pathlib import Path
 import torch
 
 from triseg import artifacts, quant
-from triseg.cli.common import backend, load_data, prepare, run_dir, write_json
+from triseg.artifacts import write_json
+from triseg.cli.common import backend, prepare, run_dir
 from triseg.cli.modes import Mode
 from triseg.jobs import EvalInt8Config, ExportInt8Config, ModelsConfig, TrainFloatConfig, TrainQATConfig
 from triseg.models import MODELS, build_model
+from triseg.paths import check_output_dir, check_output_file
 from triseg.runlog import resolve_device
+from triseg.search.job import load_data
 from triseg.train import TrainConfig, evaluate, fit, predictions, qat_epoch_hook
 
 
@@ -23,9 +26,9 @@ def list_models(cfg: ModelsConfig) -> None:
 def _check_outputs(cfg: TrainFloatConfig | TrainQATConfig, stage: str, ckpt: Path) -> None:
     """Before any work: the stage file, the checkpoint and the TensorBoard folder can be written; --resume
     has a checkpoint."""
-    artifacts.check_output_file(artifacts.stage_path(cfg.output_dir, cfg.model, stage))
-    artifacts.check_output_file(ckpt)
-    artifacts.check_output_dir(run_dir(cfg, stage, cfg.seed))
+    check_output_file(artifacts.stage_path(cfg.output_dir, cfg.model, stage))
+    check_output_file(ckpt)
+    check_output_dir(run_dir(cfg, stage, cfg.seed))
     artifacts.resume_from(ckpt, cfg.resume, cfg.resume_or_start)
 
 
@@ -70,7 +73,7 @@ def train_qat(cfg: TrainQATConfig) -> None:
 
 def export_int8(cfg: ExportInt8Config) -> None:
     prepare(cfg)
-    artifacts.check_output_file(artifacts.stage_path(cfg.output_dir, cfg.model, "int8"))
+    check_output_file(artifacts.stage_path(cfg.output_dir, cfg.model, "int8"))
     qat_model, be = artifacts.load_qat(cfg.output_dir, cfg.model)
     backend(cfg.backend, be)
     int8 = quant.convert(qat_model, be)
@@ -80,7 +83,7 @@ def export_int8(cfg: ExportInt8Config) -> None:
 
 def eval_int8(cfg: EvalInt8Config) -> None:
     prepare(cfg)
-    out = artifacts.check_output_file(Path(cfg.output_dir) / f"{cfg.model}_int8_eval.json")
+    out = check_output_file(Path(cfg.output_dir) / f"{cfg.model}_int8_eval.json")
     int8, be = artifacts.load_int8(cfg.output_dir, cfg.model, cfg.engine)
     backend(cfg.backend, be)
     qat_model, _ = artifacts.load_qat(cfg.output_dir, cfg.model)

@@ -8,13 +8,15 @@ from pathlib import Path
 from triseg.analysis.sensitivity import search_output_dir
 from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.student import evaluate_student
-from triseg.cli.common import load_data, prepare, write_json
+from triseg.artifacts import write_json
+from triseg.cli.common import prepare
 from triseg.cli.modes import Mode
 from triseg.errors import TrisegError
 from triseg.hardware.cost import hardware_report
 from triseg.jobs import EvalConfig, FinalTestConfig, ParetoConfig, SearchConfig
 from triseg.paths import check_output_file
-from triseg.search.job import SearchRun, energy_table, final_test, pareto_front, pick_pareto_point, run_search
+from triseg.search.job import (SearchRun, energy_table, final_test, load_data, pareto_front, pick_pareto_point,
+                               run_search)
 from triseg.search.result import RESULT_DIR, SearchResult
 from triseg.teacher import load_result_teacher
 

@@ -8,10 +8,11 @@ from typing import Any
 
 from triseg import artifacts
 from triseg.artifacts import sha256
-from triseg.cli.common import write_json
+from triseg.artifacts import write_json
 from triseg.cli.modes import Mode
 from triseg.errors import TrisegError
 from triseg.jobs import ZooAddConfig
+from triseg.paths import check_output_file
 
 
 def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
 def zoo_add(args: ZooAddConfig) -> None:
     zoo = Path(args.zoo_dir or artifacts.ZOO_DIR)
     manifest_path = zoo / "manifest.json"
-    artifacts.check_output_file(manifest_path)
+    check_output_file(manifest_path)
     eval_file = Path(args.output_dir) / f"{args.model}_int8_eval.json"
     if not eval_file.exists():
         raise TrisegError(f"{eval_file} not found: run eval_int8 first")
@@ -50,7 +51,7 @@ def zoo_add(args: ZooAddConfig) -> None:
     manifest = _read_json(manifest_path, "zoo manifest", "repair it or restore it from git") \
         if manifest_path.exists() else {}
     for src in sources.values():
-        artifacts.check_output_file(zoo / src.name)
+        check_output_file(zoo / src.name)
     files = {}
     for stage, src in sources.items():
         dst = zoo / src.name

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from triseg.artifacts import atomic_write_text
+from triseg.artifacts import write_json
 from triseg.errors import TrisegError
 from triseg.lsq.integer import IntegerModel, export_integer
 from triseg.lsq.qat import QuantNet
@@ -138,5 +137,5 @@ def run_infer(cfg: LsqInferConfig) -> dict:
         if key in report:
             print(f"{key}: {report[key]:.3f}")
     if cfg.json:
-        atomic_write_text(json.dumps(report, indent=2) + "\n", Path(cfg.json))
+        write_json(report, Path(cfg.json))
     return report

@@ -3,7 +3,6 @@ checkpoint every epoch, ``--resume``, TensorBoard scalars and a tqdm bar."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -17,10 +16,11 @@ from torch import nn
 from tqdm import tqdm
 
 from triseg import data as tdata
-from triseg.artifacts import atomic_save, atomic_write_text, check_output_dir, check_output_file, resume_from
+from triseg.artifacts import atomic_save, resume_from, write_json
 from triseg.errors import TrisegError
 from triseg.lsq.models import build_model
 from triseg.lsq.qat import QuantNet, to_qat
+from triseg.paths import check_output_dir, check_output_file
 from triseg.runlog import resolve_device, tensorboard_writer
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float
     test_acc, test_loss = evaluate(model, source.evaluate("test"), device)
     metrics = {"kind": kind, **meta, "epochs": epochs, "test_acc": test_acc, "test_loss": test_loss,
                "sizes": source.sizes, "history": history}
-    atomic_write_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")
+    write_json(metrics, out / "metrics.json")
     print(f"{kind}: test top-1 {test_acc:.2f}% after {epochs} epochs -> {out}")
     return metrics
 

@@ -7,7 +7,6 @@ and the test split is opened only by :func:`evaluate_test` (skipped with ``no_te
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 
 from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.intsim import simulate
-from triseg.artifacts import atomic_write_text
+from triseg.artifacts import write_json
 from triseg.data import Cifar10, load_cifar10
 from triseg.analysis.sensitivity import search_output_dir
 from triseg.artifacts import resume_from
@@ -119,7 +118,7 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
                        resume_or_start=cfg.resume_or_start)
     if not outcome.finished:
         return SearchRun(None, paths, len(outcome.history))
-    _write_json(outcome.history, paths.history)
+    write_json(outcome.history, paths.history)
     savings = {"objective": "savings", "savings_weight": cfg.savings_weight, "safety_margin": cfg.safety_margin,
                "dynamic_tmax": cfg.space.dynamic_tmax} if cfg.objective == "savings" else {}
     result = select_result(teacher, data, outcome.top, cfg.max_acc_drop, cfg.no_test, {
@@ -163,7 +162,7 @@ def run_supervised(cfg: SupervisedJobConfig, teacher: Teacher | None = None, dat
     for epoch, config in enumerate(outcome.epoch_configs, 1):  # later epochs rank first among equals on val
         top.add(config, Score(float(epoch), 0.0, 0.0), epoch)
     history = paths.supervised_history
-    _write_json({"settings": {**s.to_dict(), "batch_size": cfg.batch_size, "kd_T": cfg.kd_T, "seed": cfg.seed},
+    write_json({"settings": {**s.to_dict(), "batch_size": cfg.batch_size, "kd_T": cfg.kd_T, "seed": cfg.seed},
                  "initial_tmax_rule": space.tmax,
                  "epoch_configs": [{k: vars(c) for k, c in config.items()} for config in outcome.epoch_configs],
                  "history": outcome.history}, history)
@@ -254,9 +253,6 @@ def final_test(cfg: FinalTestConfig) -> SearchResult:
     result.write(source)
     return result
 
-
-def _write_json(obj: Any, path: Path) -> None:
-    atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
 
 
 def pareto_front(result: SearchResult, source: str) -> list[dict[str, Any]]:

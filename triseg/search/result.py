@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.student import Config
-from triseg.artifacts import atomic_write_text
+from triseg.artifacts import write_json
 from triseg.errors import TrisegError
 from triseg.paths import read_json
 
@@ -144,8 +143,7 @@ class SearchResult:
 
     def write(self, path: str | Path) -> Path:
         """Write the JSON atomically."""
-        atomic_write_text(json.dumps(self.to_json(), indent=2) + "\n", path)
-        return Path(path)
+        return write_json(self.to_json(), path)
 
     @classmethod
     def read(cls, path: str | Path) -> "SearchResult":
