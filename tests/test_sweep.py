@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -27,6 +29,7 @@ strategies = ["random", "exact-mse"]
 seeds = [0, 1]
 budgets = [4]
 options = ["--top-k", "2", "--calib-batches", "1", "--batch-size", "16", "--eval-every", "2", "--checkpoint-every", "2"]
+curve_points = 3
 """
 
 
@@ -67,7 +70,24 @@ def test_sweep_runs_every_cell_without_opening_test(swept):
         assert (cell.folder / sweep.LOG_NAME).read_text().strip()
     table = (spec.output / "table.md").read_text()
     assert table.count("| `lenet5__") == 2 and "± " in table and "Final test" not in table
+    assert table.count("not tested") == 4  # test drop and test multiplies of both rows
     assert (spec.output / "best_so_far.png").stat().st_size > 0
+
+
+def test_each_cell_scores_its_best_so_far_config_on_validation(swept):
+    spec, _ = swept
+    for cell in spec.cells:
+        curve, result = sweep.read_curve(cell), sweep.finished(cell)
+        rewards = [p["reward"] for p in curve]
+        assert [p["evaluations"] for p in curve] == ([1] if "exact-mse" in cell.name else [1, 2, 4])
+        assert rewards == sorted(rewards) and rewards[-1] == result.settings["best_reward"]
+        # the snapshots are the history's best-so-far rewards at those counts
+        history = json.loads(api.RunPaths(cell.folder, "", "", 0, sweep.RESULT_NAME).history.read_text())
+        assert rewards == [history[p["evaluations"] - 1]["best"] for p in curve]
+        images = result.settings["split_sizes"]["val"]
+        assert all(abs(p["val_drop"] * images / 100 - round(p["val_drop"] * images / 100)) < 1e-4 for p in curve)
+        if "exact-mse" in cell.name:  # one config: the best so far is the chosen one
+            assert abs(curve[0]["val_drop"] - result.validation.acc_drop) < 1e-4
 
 
 def test_rerun_skips_finished_cells_and_redoes_a_missing_result(swept):
@@ -87,32 +107,78 @@ def test_killed_cell_resumes_to_the_uninterrupted_result(swept, tmp_path):
     spec, _ = swept
     killed = sweep.load_spec(write_spec(tmp_path, tmp_path / "out"))
     cell = next(c for c in killed.cells if "__random__" in c.name)
-    run = api.run_search(cell.config().replace(stop_after=2), api.load_teacher("lenet5", "outputs"),
-                         sealed_loader(cell.config()))
-    assert run.result is None and run.paths.checkpoint.is_file() and not cell.result_path.exists()
+    stopped = dataclasses.replace(cell, argv=(*cell.argv, "--stop-after", "2"))
+    assert sweep.run_cell(stopped, sealed_loader)["state"] == "stopped"
+    checkpoint = api.RunPaths(cell.folder, "lenet5", "random", 0, sweep.RESULT_NAME).checkpoint
+    assert checkpoint.is_file() and not cell.result_path.exists() and not cell.curve_path.exists()
     killed = sweep.Spec(killed.source, killed.output, (cell,))
     assert sweep.run_sweep(killed, use_ray=False, loader=sealed_loader)["failed"] == {}
     twin = next(c for c in spec.cells if c.name == cell.name)
     assert outcome(sweep.finished(cell)) == outcome(sweep.finished(twin))
+    assert sweep.read_curve(cell) == sweep.read_curve(twin)  # snapshots before the stop came back from the checkpoint
 
 
-def test_final_test_evaluates_each_group_once(swept, tmp_path):
+def copied(spec: sweep.Spec, out: Path) -> sweep.Spec:
+    """The spec's finished cells copied to ``out``."""
+    twin = sweep.Spec(spec.source, out, tuple(
+        dataclasses.replace(c, folder=out / "cells" / c.name,
+                            argv=tuple(str(out / "cells" / c.name) if a == str(c.folder) else a for a in c.argv))
+        for c in spec.cells))
+    shutil.copytree(spec.output / "cells", twin.output / "cells")
+    return twin
+
+
+def column(table: str, row: str, head: str) -> str:
+    """One cell of ``table.md``'s main table."""
+    line = next(line for line in table.splitlines() if line.startswith(f"| `{row}` |"))
+    return line.strip("| ").split(" | ")[sweep.TABLE_HEAD.index(head)]
+
+
+def test_final_test_evaluates_every_seed_of_the_chosen_row_once(swept, tmp_path):
     spec, _ = swept
-    copy = sweep.Spec(spec.source, tmp_path / "out", tuple(
-        sweep.Cell(c.name, tmp_path / "out" / "cells" / c.name, c.group,
-                   tuple(str(tmp_path / "out" / "cells" / c.name) if a == str(c.folder) else a for a in c.argv),
-                   c.teacher_dir) for c in spec.cells))
-    shutil.copytree(spec.output / "cells", copy.output / "cells")
-    written = sweep.final_test(copy)
-    assert sorted(p.name for p in written) == ["lenet5__exact-mse__reward.json", "lenet5__random__reward.json"]
-    for path in written:
-        result = api.SearchResult.read(path)
-        chosen = [sweep.finished(c) for c in copy.cells if c.group == tuple(path.stem.split("__"))]
-        assert result.test is not None
-        assert result.validation.acc_drop == min(r.validation.acc_drop for r in chosen)
-    assert all(sweep.finished(c).test is None for c in copy.cells)  # the cells themselves stay untested
-    assert sweep.final_test(copy) == []
-    assert "Final test" in (copy.output / "table.md").read_text()
+    out = copied(spec, tmp_path / "out")
+    written = sweep.final_test(out)
+    assert sorted(written) == sorted(sweep.final_path(out, c) for c in out.cells)  # one row per group
+    for cell in out.cells:
+        result = sweep.tested(out, cell)
+        assert result is not None and result.test is not None and result.settings["sweep_cell"] == cell.name
+        assert outcome(result) == outcome(sweep.finished(cell)) and result.settings["hardware"]["split"] == "test"
+        assert sweep.finished(cell).test is None  # the cells themselves stay untested
+    assert sweep.final_test(out) == []
+    table = (out.output / "table.md").read_text()
+    for row in {c.row for c in out.cells}:
+        tests = [sweep.tested(out, c) for c in out.cells if c.row == row]
+        assert column(table, row, "test drop (pt)") == sweep.mean_std([t.test.acc_drop for t in tests])
+        assert column(table, row, "multiplies left (test)") == sweep.mean_std(
+            [t.settings["hardware"]["totals"]["multiplies_left_vs_zero_skipping_int8"] for t in tests], 3)
+        assert column(table, row, "val drop (pt)") == sweep.mean_std([t.validation.acc_drop for t in tests])
+        assert column(table, row, "seeds") == "2"
+    assert "Final test" in table and "not tested" not in table
+
+
+def fake_row(result: api.SearchResult, drops: tuple[float, ...], left: float,
+             objective: str = "reward") -> list[tuple[sweep.Cell, api.SearchResult]]:
+    """A grid row of copies of ``result`` with the given validation drops and multiplies left."""
+    rows = []
+    for drop in drops:
+        r = copy.deepcopy(result)
+        r.validation = dataclasses.replace(r.validation, acc_drop=drop)
+        r.settings.update(objective=objective, max_acc_drop=2.0,
+                          hardware={"totals": {"multiplies_left_vs_zero_skipping_int8": left}})
+        rows.append((None, r))
+    return rows
+
+
+def test_the_row_is_chosen_on_validation_means(swept):
+    base = sweep.finished(swept[0].cells[0])
+    # a: one seed at 1.0 but a mean of 2.1, beyond the limit; b: mean 1.55
+    assert sweep.choose_row({"a": fake_row(base, (1.0, 3.2), 0.5), "b": fake_row(base, (1.5, 1.6), 0.6)}) == "b"
+    close = {"a": fake_row(base, (0.5, 0.7), 0.7), "b": fake_row(base, (1.5, 1.7), 0.5)}
+    assert sweep.choose_row(close) == "a"  # reward: the lowest drop within the limit
+    savings = {k: fake_row(base, (r[0][1].val_drop, r[1][1].val_drop), sweep._multiplies(r[0][1]), "savings")
+               for k, r in close.items()}
+    assert sweep.choose_row(savings) == "b"  # savings: the fewest multiplies left within the limit
+    assert sweep.choose_row({"a": fake_row(base, (5.0, 6.0), 0.1), "b": fake_row(base, (4.0, 4.5), 0.9)}) == "b"
 
 
 def test_local_ray_gives_the_in_process_results(swept, tmp_path):
@@ -137,6 +203,7 @@ BAD_SPECS = {
     "grid-option-shared": (SPEC.replace('"--top-k"', '"--seed", "3", "--top-k"'), "set by the grid"),
     "unknown-shared-option": (SPEC.replace('"--top-k"', '"--flux", "--top-k"'), "unrecognized arguments: --flux"),
     "unknown-key": (SPEC + 'colour = "red"\n', "unknown keys colour"),
+    "negative-curve-points": (SPEC.replace("curve_points = 3", "curve_points = -1"), "curve_points must be an"),
 }
 
 

@@ -11,7 +11,8 @@ def sweep(cfg: SweepConfig) -> None:
     spec = load_spec(cfg.spec)
     if cfg.final_test:
         written = final_test(spec)
-        print(f"{len(written)} groups evaluated on test -> {spec.output / 'table.md'}")
+        print(f"{len(written)} results evaluated on test (every seed of each group's row chosen on validation) -> "
+              f"{spec.output / 'table.md'}")
         return
     summary = run_sweep(spec, cfg.address, cfg.max_parallel)
     print(f"{summary['cells']} cells ({summary['ran']} run, {len(summary['failed'])} failed) in "
@@ -20,5 +21,5 @@ def sweep(cfg: SweepConfig) -> None:
 
 MODES = [
     Mode("sweep", "run an experiment grid of searches (Ray tasks when Ray is installed) -> <output>/table.md; "
-         "--final-test evaluates each group's chosen result once", SweepConfig, sweep),
+         "--final-test evaluates every seed of each group's row chosen on validation once on test", SweepConfig, sweep),
 ]
