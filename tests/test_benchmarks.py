@@ -1,4 +1,4 @@
-"""The comparison entry point: options given after --extra reach every run (the tmax rule included)."""
+"""Benchmark scripts: sweep_match.py tells same maps from other maps; benchmarks and library stay on the public API."""
 
 from __future__ import annotations
 
@@ -7,29 +7,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-from triseg import api
+from triseg import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_search_compare_honours_the_tmax_rule_and_no_test(tmp_path, sample) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_compare.py"), "--model", "lenet5",
-                           "--budget", "6", "--seeds", "0", "--strategies", "random", "exact-mse", "--points", "2",
-                           "--out", str(tmp_path / "cmp"), "--output-dir", str(tmp_path / "none"), "--extra",
-                           "--tmax-percentile", "30", "--calib-batches", "2", "--top-k", "2", "--no-test"],
-                          capture_output=True, text=True, cwd=tmp_path)
+def test_sweep_match_tells_same_maps_from_other_maps(tmp_path, sample) -> None:
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(f"""output = "{tmp_path / 'sweep'}"
+models = ["lenet5"]
+strategies = ["random", "exact-mse"]
+seeds = [0]
+budgets = [3]
+options = ["--top-k", "2", "--calib-batches", "1", "--batch-size", "16"]
+""")
+    spec = sweep.load_spec(spec_path)
+    sweep.run_sweep(spec, use_ray=False)
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    exact = sweep.finished(next(c for c in spec.cells if "exact-mse" in c.name))
+    assert exact.config != sweep.finished(next(c for c in spec.cells if "random" in c.name)).config
+    for strategy in ("random", "exact-mse"):  # the layout search_compare.py wrote: <strategy>__seed<seed>.json
+        exact.write(committed / f"{strategy}__seed0.json")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_match.py"), str(spec_path),
+                           str(committed)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-800:]
-    teacher = api.load_teacher("lenet5", tmp_path / "none", device="cpu")
-    cfg = api.SearchConfig(model="lenet5", space=api.SpaceOptions(calib_batches=2, tmax_percentile=30))
-    expected = api.build_space(teacher, sample, cfg.space, cfg.batch_size, 0).tmax
-    default = api.build_space(teacher, sample, api.SpaceOptions(calib_batches=2), cfg.batch_size, 0).tmax
-    assert expected != default, "the sample must tell the two rules apart"
-    for name in ("random", "exact-mse"):
-        result = json.loads((tmp_path / "cmp" / "lenet5" / f"{name}__seed0.json").read_text())
-        assert result["tmax"] == expected and result["tmax_rule"]["percentile"] == 30.0
-        assert "metrics" not in result and result["coverage"]["split"] == "val"
-    table = (tmp_path / "cmp" / "lenet5" / "table.md").read_text()
-    assert "`random`" in table and "not evaluated" in table and "(val)" in table
+    report = json.loads((tmp_path / "sweep" / "match.json").read_text())
+    verdicts = {row["cell"].split("__")[1]: (row["match"], row["same_maps"]) for row in report["rows"]}
+    assert verdicts == {"random": (False, False), "exact-mse": (True, True)} and report["same"] == 1
 
 
 def test_benchmarks_use_only_the_public_api() -> None:

@@ -169,6 +169,19 @@ def fake_row(result: api.SearchResult, drops: tuple[float, ...], left: float,
     return rows
 
 
+def test_a_cell_searches_at_its_tmax_rule_with_the_shared_options(tmp_path, sample):
+    text = SPEC.replace('["random", "exact-mse"]', '["exact-mse"]').replace("seeds = [0, 1]", "seeds = [0]")
+    spec = sweep.load_spec(write_spec(tmp_path, tmp_path / "out", text + 'tmax = ["p30+10"]\n'))
+    assert sweep.run_sweep(spec, use_ray=False, loader=sealed_loader)["failed"] == {}
+    teacher = api.load_teacher("lenet5", "outputs", device="cpu")
+    expected = api.build_space(teacher, sample, api.SpaceOptions(calib_batches=1, tmax_percentile=30), 16, 0).tmax
+    default = api.build_space(teacher, sample, api.SpaceOptions(calib_batches=1), 16, 0).tmax
+    assert expected != default, "the sample must tell the two rules apart"
+    result = sweep.finished(spec.cells[0])
+    assert result.settings["tmax"] == expected and result.settings["tmax_rule"] == {"percentile": 30.0, "margin": 10}
+    assert result.settings["batch_size"] == 16 and result.settings["calib_batches"] == 1
+
+
 def test_the_row_is_chosen_on_validation_means(swept):
     base = sweep.finished(swept[0].cells[0])
     # a: one seed at 1.0 but a mean of 2.1, beyond the limit; b: mean 1.55
@@ -193,6 +206,13 @@ def test_local_ray_gives_the_in_process_results(swept, tmp_path):
     assert summary["ray"] and summary["ran"] == 4 and summary["failed"] == {}
     for cell, twin in zip(on_ray.cells, spec.cells):
         assert outcome(sweep.finished(cell)) == outcome(sweep.finished(twin))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_example_specs_are_valid(path):
+    spec = sweep.load_spec(path)
+    assert spec.cells and all(c.curve_points == 10 for c in spec.cells)
 
 
 BAD_SPECS = {
