@@ -15,11 +15,14 @@ from triseg.analysis.sensitivity import candidate_configs
 from triseg.approx.config import LayerCodes
 from triseg.approx.lut import map_codes
 from triseg.cli import legacy_main, main
-from triseg.report.figures import fig_histogram, fig_search_curves, mapped_counts, png_bytes
+from triseg.report.figures import fig_hardware, fig_histogram, fig_search_curves, mapped_counts, png_bytes
 
 from test_analysis import CONFIG, LAYERS, write_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parents[1]
+# the cost model's counts of results/tmax_sweep/lenet5_ppo_p30.json on the test split (eval_ppo_int8)
+HARDWARE = json.loads((ROOT / "results" / "hardware" / "lenet5_ppo_p30.eval.json").read_text())["hardware"]
 OTHER = {"conv1": (4, 9, 16, 20, 31), "conv2": (7, 13, 17, 23, 36), "fc1": (9, 25, 33, 39, 50),
          "fc2": (9, 15, 18, 21, 52)}
 
@@ -40,7 +43,7 @@ def search_run(tmp_path: Path) -> Path:
                        validation={"acc_teacher": 69.0, "acc_student": 60.0, "acc_drop": 9.0, "candidates": cands},
                        coverage={"mapped_share": 0.5, "layers": {k: {"mapped_share": 0.5, "changed_share": 0.4,
                                                                       "zeroed_share": 0.1} for k in CONFIG}},
-                       tmax={k: v[4] for k, v in CONFIG.items()})
+                       tmax={k: v[4] for k, v in CONFIG.items()}, hardware=HARDWARE)
     history = [{"episode": e, "reward": -1.0 + e / 100, "kd": 0.5, "at": 0.004, "best": -1.0 + e / 100}
                for e in range(12)]
     (out / "tri_ppo_int_codes" / "demo.history.json").write_text(json.dumps(history))
@@ -76,13 +79,13 @@ def test_report_shows_every_layer_figures_and_candidates(search_run, tmp_path):
                       r"<td>(\d+)</td>", html)
     assert {r[0]: tuple(map(int, r[1:])) for r in rows} == CONFIG
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == len(LAYERS) + 4  # histograms, search curves, drop/coverage, sensitivity, confusion
+    assert len(images) == len(LAYERS) + 5  # histograms, search curves, drop/coverage, sensitivity, confusion, hardware
     assert all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
     assert "src=\"http" not in html and "<script" not in html  # self-contained
     figs = tmp_path / "out" / "reports" / "demo_figures"
     assert sorted(p.name for p in figs.glob("*.png")) == sorted(
         [f"hist_{k}.png" for k in LAYERS] + ["search_curves.png", "drop_vs_coverage.png", "sensitivity.png",
-                                             "confusion.png"])
+                                             "confusion.png", "hardware.png"])
     assert "the 2 candidate configs" in html and "<td>yes</td>" in html
     assert "Notes" not in html  # history and checkpoint were found
     assert "val (32 images)" in html and "unconstrained-best" in html
@@ -120,6 +123,7 @@ def test_report_without_history_or_checkpoint_says_so(tmp_path, capsys):
                         "--hist-batches", "1"]) == 0
     html = (tmp_path / "out" / "reports" / "lone.html").read_text()
     assert "<h2>Notes</h2>" in html and "no search curves" in html and "only the selected config" in html
+    assert "this result has no hardware section" in html and "hardware cost per layer" not in html
     assert html.count("data:image/png;base64,") == 1 + 3
     assert ">conv2<" in html and ">conv1<" not in html
 
@@ -138,3 +142,57 @@ def test_report_reuses_a_matching_sensitivity_file_only(search_run, tmp_path, ca
                  "--run-dir", str(tmp_path / "nope")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert "is not for this config" in err[0] and "--run-dir" in err[1]
+
+
+def test_hardware_bars_stack_the_json_shares_of_each_layer():
+    ax = fig_hardware(HARDWARE).axes[0]
+    assert [c.get_label() for c in ax.containers] == ["skipped (operand 0)", "selected (v1/v2: precomputed w*v)",
+                                                       "multiplied (8-bit multiply)"]
+    layers = list(HARDWARE["layers"].values())
+    assert all(len(c.patches) == len(layers) for c in ax.containers)
+    for i, layer in enumerate(layers):
+        bars = [c.patches[i] for c in ax.containers]
+        heights = [b.get_height() for b in bars]
+        assert heights == pytest.approx([layer[f"{k}_share"] for k in ("skipped", "selected", "multiplied")])
+        assert sum(heights) == pytest.approx(1.0, abs=1e-9)
+        assert [b.get_y() for b in bars] == pytest.approx([0.0, heights[0], heights[0] + heights[1]])
+    assert "test (8000 images)" in ax.get_title()
+    assert [t.get_text().splitlines()[1] for t in ax.get_xticklabels()] == [
+        f"from {layer['source'] or 'image / exact'}" for layer in layers]
+
+
+def table_cells(html: str, first: str) -> list[str]:
+    """The cells of the table row whose first cell is ``first``."""
+    row = re.search(r"<tr><td class=\"l\">" + re.escape(first) + r"</td>(.*?)</tr>", html)
+    assert row is not None, first
+    return re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
+
+
+def test_report_shows_the_hardware_cost_of_the_result(search_run, tmp_path):
+    html = report(search_run, tmp_path / "out")
+    section = html[html.index("<h2>Hardware cost (estimate)</h2>"):html.index("<h2>Per-layer config")]
+    totals, total_macs = HARDWARE["totals"], sum(c["macs_per_image"] for c in HARDWARE["layers"].values())
+    for name, c in HARDWARE["layers"].items():
+        cells = table_cells(section, name)
+        assert cells[2:] == [f"{round(c['macs_per_image'])}", f"{c['macs_per_image'] / total_macs:.3f}",
+                             f"{c['skipped_share']:.3f}", f"{c['selected_share']:.3f}",
+                             f"{c['multiplied_share']:.3f}", str(c["precomputed_products"])]
+        assert sum(float(v) for v in cells[4:7]) == pytest.approx(1.0, abs=2e-3)
+    assert table_cells(section, "multiplies left vs zero-skipping INT8 (the baseline that already skips zero "
+                                "operands)") == [f"{totals['multiplies_left_vs_zero_skipping_int8']:.4f}"]
+    assert table_cells(section, "multiplies left vs dense INT8") == [f"{totals['multiplies_left_vs_dense_int8']:.4f}"]
+    energy = totals["energy_estimate_pj_per_image"]
+    assert table_cells(section, "energy ratio, ESTIMATE: student / zero-skipping INT8 teacher") == [
+        f"{energy['ratio']:.3f}"]
+    assert "<b>estimate</b>" in section and "Horowitz, ISSCC 2014" in section and "test (8000 images)" in section
+    card = re.search(r'<div class="v ">([^<]*)</div><div class="k">multiplies left vs zero-skipping INT8 \(test\)',
+                     html)
+    assert card is not None and card.group(1) == f"{totals['multiplies_left_vs_zero_skipping_int8']:.3f}"
+
+
+def test_an_incomplete_hardware_section_is_named_not_fatal(search_run, tmp_path):
+    result = json.loads(search_run.read_text())
+    result["hardware"] = {"split": "test", "totals": {}}
+    search_run.write_text(json.dumps(result))
+    html = report(search_run, tmp_path / "out")
+    assert "hardware section is incomplete" in html and "hardware cost per layer" not in html

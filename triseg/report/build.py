@@ -119,6 +119,11 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
                                                   inp.classes, label))
     sens_img = draw("sensitivity", F.fig_sensitivity(sens))
 
+    hardware, hw_missing = hardware_section(res)
+    hw_img = None if hardware is None else draw("hardware", F.fig_hardware(hardware))
+    if hw_missing:
+        notes.append(hw_missing)
+
     m, v = res.get("metrics", {}), res.get("validation", {})
     drop_here = teacher.accuracy - student.accuracy
     agree = 100.0 * float(teacher.predictions.eq(student.predictions).float().mean())
@@ -136,6 +141,9 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
         ("teacher test accuracy", fmt_opt(m.get("acc_teacher"), "%"), ""),
         ("mapped share (test)", fmt_opt(res.get("coverage", {}).get("mapped_share"), digits=3), ""),
         (f"drop on {label}", f"{drop_here:.2f}", ""),
+        *([] if hardware is None else [(
+            f"multiplies left vs zero-skipping INT8 ({hardware['split']})",
+            f"{hardware['totals']['multiplies_left_vs_zero_skipping_int8']:.3f}", "")]),
     ])
     rows = [
         ["test (from the search result)", m.get("acc_teacher"), m.get("acc_student"), m.get("acc_drop"),
@@ -153,6 +161,9 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
         + f"<p>Selection: <code>{escape(str(res.get('selection', '?')))}</code></p>"
         + "<p class=\"kv\">Search settings: " + " &middot; ".join(
             f"{escape(k)} <b>{fmt(val)}</b>" for k, val in settings.items()) + "</p>"))
+
+    page.sections.append(Section("Hardware cost (estimate)", note(hw_missing) if hardware is None
+                                 else hardware_html(hardware, hw_img)))
 
     test_cov = res.get("coverage", {}).get("layers", {})
     tmax_rule = res.get("tmax", {})
@@ -206,6 +217,69 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     for name, data in pngs.items():
         F.save_png(data, figures_dir / f"{name}.png")
     return html
+
+
+HW_LAYER_KEYS = ("kind", "source", "macs_per_image", "skipped_share", "selected_share", "multiplied_share",
+                 "precomputed_products")
+HW_TOTAL_KEYS = ("macs_per_image", "multiplies_left_vs_zero_skipping_int8", "multiplies_left_vs_dense_int8",
+                 "multiplies_per_image", "selects_per_image", "skips_per_image", "teacher_multiplies_per_image",
+                 "precomputed_products", "comparisons_per_image", "energy_estimate_pj_per_image")
+
+
+def hardware_section(res: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """The result's ``hardware`` section (the cost model's counts), or None and why it cannot be shown."""
+    hw = res.get("hardware")
+    if hw is None:
+        return None, ("this result has no hardware section (it predates the cost model): no hardware cost shown; "
+                      "eval_ppo_int8 --config-path on it counts one")
+    layers, totals = (hw.get("layers"), hw.get("totals")) if isinstance(hw, dict) else (None, None)
+    if not (isinstance(layers, dict) and layers and all(isinstance(c, dict) and all(k in c for k in HW_LAYER_KEYS)
+                                                         for c in layers.values())
+            and isinstance(totals, dict) and all(k in totals for k in HW_TOTAL_KEYS)
+            and all(k in hw for k in ("split", "images", "energy_table"))):
+        return None, "the result's hardware section is incomplete or from another version: no hardware cost shown"
+    return hw, None
+
+
+def hardware_html(hw: dict[str, Any], png: bytes) -> str:
+    """The stacked per-layer bar, the per-layer table and the totals of a result's hardware section."""
+    t, layers, energy = hw["totals"], hw["layers"], hw["totals"]["energy_estimate_pj_per_image"]
+    split = f"{hw['split']} ({hw['images']} images)"
+    total_macs = sum(float(c["macs_per_image"]) for c in layers.values()) or 1.0
+    layer_table = table(
+        ["layer", "kind", "operand from tap", "MACs per image", "share of all MACs", "skipped", "selected",
+         "multiplied", "precomputed products"],
+        [[name, c["kind"], c["source"] or "(image / unapproximated)", int(round(float(c["macs_per_image"]))),
+          float(c["macs_per_image"]) / total_macs, c["skipped_share"], c["selected_share"], c["multiplied_share"],
+          c["precomputed_products"]] for name, c in layers.items()], left=3, digits=3)
+    totals = table(["total", "value"], [
+        ["multiplies left vs zero-skipping INT8 (the baseline that already skips zero operands)",
+         f"{t['multiplies_left_vs_zero_skipping_int8']:.4f}"],
+        ["multiplies left vs dense INT8", f"{t['multiplies_left_vs_dense_int8']:.4f}"],
+        ["MACs per image (dense INT8)", f"{t['macs_per_image']:.0f}"],
+        ["multiplies per image: student / zero-skipping INT8 teacher",
+         f"{t['multiplies_per_image']:.0f} / {t['teacher_multiplies_per_image']:.0f}"],
+        ["selects per image (precomputed product chosen)", f"{t['selects_per_image']:.0f}"],
+        ["skips per image (zero operand)", f"{t['skips_per_image']:.0f}"],
+        ["precomputed products to store (two per weight of a consuming layer)", f"{t['precomputed_products']}"],
+        ["comparisons per image (3 per activation at each approximated tap: t1, t2, tmax)", f"{t['comparisons_per_image']:.0f}"],
+        ["energy per image, ESTIMATE: student / zero-skipping INT8 teacher (pJ)",
+         f"{energy['student']:.0f} / {energy['teacher_zero_skipping']:.0f}"],
+        ["energy ratio, ESTIMATE: student / zero-skipping INT8 teacher", f"{energy['ratio']:.3f}"],
+    ])
+    table_src = hw["energy_table"]
+    ops = ", ".join(f"{escape(k)} {fmt(v, 3)}" for k, v in table_src.items() if k not in ("unit", "source"))
+    return (f"<p class=\"explain\">What the multipliers see, counted by the cost model on {escape(split)} at the "
+            "input of every conv and linear layer of the student: an operand that is 0 is <b>skipped</b>, one of "
+            "the producing tap's two segment values v1/v2 is <b>selected</b> (a precomputed product w&middot;v), "
+            "anything else is <b>multiplied</b>. An operand from the image or an unapproximated layer can only "
+            "be skipped. The energy figures are an <b>estimate</b> from a per-operation table "
+            f"({ops} {escape(str(table_src.get('unit', '')))}; source: {escape(str(table_src.get('source', '?')))}), "
+            "not a measurement.</p>"
+            + figure(png, f"Per layer, the shares of its MACs skipped, selected and multiplied on {escape(split)}; "
+                          "under each bar the tap its operands come from and the layer's share of all MACs.",
+                     "hardware cost per layer")
+            + layer_table + totals)
 
 
 def _findings(sens: dict[str, Any]) -> str:

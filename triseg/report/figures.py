@@ -230,3 +230,38 @@ def fig_drop_vs_coverage(coverage: Sequence[float], drop: Sequence[float], rewar
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+HW_PARTS = (("skipped", "skipped (operand 0)", "#9e9e9e"), ("selected", "selected (v1/v2: precomputed w*v)", "#1f77b4"),
+            ("multiplied", "multiplied (8-bit multiply)", "#d62728"))
+
+
+def hardware_shares(layers: dict[str, dict[str, Any]]) -> list[tuple[str, list[float]]]:
+    """Per conv/linear layer (forward order): its skipped, selected and multiplied shares of MACs."""
+    return [(name, [float(c[f"{part}_share"]) for part, _, _ in HW_PARTS]) for name, c in layers.items()]
+
+
+def fig_hardware(hardware: dict[str, Any]) -> Figure:
+    """One stacked bar per conv/linear layer: the shares of its MACs skipped, selected and multiplied (the
+    cost model's counts at the layer's input, from a result's ``hardware`` section)."""
+    layers = hardware["layers"]
+    rows = hardware_shares(layers)
+    total = sum(float(c["macs_per_image"]) for c in layers.values()) or 1.0
+    x = np.arange(len(rows))
+    fig = Figure(figsize=(max(6.5, 1.1 * len(rows) + 3.5), 4.2))
+    ax = fig.subplots()
+    bottom = np.zeros(len(rows))
+    for i, (part, label, color) in enumerate(HW_PARTS):
+        heights = np.array([shares[i] for _, shares in rows])
+        ax.bar(x, heights, bottom=bottom, width=0.6, color=color, label=label)
+        bottom += heights
+    ticks = [f"{name}\nfrom {layers[name]['source'] or 'image / exact'}\n"
+             f"{float(layers[name]['macs_per_image']) / total:.0%} of MACs" for name, _ in rows]
+    ax.set_xticks(x, ticks, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of the layer's MACs")
+    ax.set_title(f"MACs at the input of each conv/linear layer, {hardware['split']} ({hardware['images']} images)",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
