@@ -231,7 +231,7 @@ def hardware_section(res: dict[str, Any]) -> tuple[dict[str, Any] | None, str | 
     hw = res.get("hardware")
     if hw is None:
         return None, ("this result has no hardware section (it predates the cost model): no hardware cost shown; "
-                      "eval_ppo_int8 --config-path on it counts one")
+                      "eval_ppo_int8 --config-path on it prints the counts on test")
     layers, totals = (hw.get("layers"), hw.get("totals")) if isinstance(hw, dict) else (None, None)
     if not (isinstance(layers, dict) and layers and all(isinstance(c, dict) and all(k in c for k in HW_LAYER_KEYS)
                                                          for c in layers.values())
