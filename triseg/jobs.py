@@ -15,7 +15,9 @@ from triseg.options import (NON_NEGATIVE, POSITIVE, Options, above, at_least, be
                             input_folder, input_path, only_with, option, output_file, output_folder,
                             output_name, plain_file_name, threads)
 from triseg.quant import BACKENDS
+from triseg.errors import TrisegError
 from triseg.search.base import OBJECTIVES
+from triseg.search.ladder import LadderConfig
 from triseg.search.ppo import PPOConfig
 from triseg.search.supervised import SupervisedConfig
 from triseg.search.warm import WarmConfig
@@ -173,6 +175,8 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
     """``search`` / ``train_ppo_triseg``: one search job (calibrate, search, select on val, test once)."""
 
     batch_size: int = option(32, "images per episode batch", check=POSITIVE)
+    episode_images: int = option(0, "score every episode on one fixed slice of N training images (0: episodes "
+                                    "cycle over training batches of --batch-size)", check=NON_NEGATIVE)
     search: str = option("ppo", "search strategy", choices=_strategy_names)
     episodes: int = option(500, "student evaluations (the budget)", check=POSITIVE)
     result_file: str = option("result.json", "name of the result JSON under <output-dir>/tri_ppo_int_codes/",
@@ -199,6 +203,13 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
                             check=only_with("search", "ppo", "ppo-warm"))
     warm: WarmConfig = option(help="warm start (ppo-warm)", default_factory=WarmConfig,
                               check=only_with("search", "ppo-warm"))
+    ladder: LadderConfig = option(help="tmax ladder (ladder)", default_factory=LadderConfig,
+                                  check=only_with("search", "ladder"))
+
+    def check(self) -> None:
+        super().check()
+        if self.search == "ladder" and (self.objective != "savings" or not self.space.dynamic_tmax):
+            raise TrisegError("--search ladder climbs tmax for savings: pass --objective savings --dynamic-tmax")
 
 
 @dataclass

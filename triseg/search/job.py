@@ -17,7 +17,7 @@ import torch
 from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.intsim import simulate
 from triseg.artifacts import write_json
-from triseg.data import Cifar10, load_cifar10
+from triseg.data import Cifar10, Split, load_cifar10
 from triseg.analysis.sensitivity import search_output_dir
 from triseg.artifacts import resume_from
 from triseg.errors import TrisegError
@@ -75,7 +75,14 @@ def make_evaluator(teacher: Teacher, data: Cifar10, cfg: SearchConfig) -> Evalua
     """The reward of the job's settings on seeded training batches (teacher outputs cached)."""
     model = teacher.model
     attention = [model.tap_name(layer) for layer in model.ATTENTION_LAYERS]
-    batches = EpisodeBatches(model, data.train, cfg.batch_size, attention, seed=cfg.seed)
+    train, batch_size = data.train, cfg.batch_size
+    if cfg.episode_images:
+        if len(train) < cfg.episode_images:
+            raise TrisegError(f"training split has {len(train)} images, fewer than --episode-images "
+                              f"{cfg.episode_images}")
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.episode_images]
+        train, batch_size = Split(train.x[pick], train.y[pick]), cfg.episode_images
+    batches = EpisodeBatches(model, train, batch_size, attention, seed=cfg.seed)
     return Evaluator(model, batches, T=cfg.kd_T, attention_weight=cfg.attention_weight, objective=cfg.objective,
                      savings_weight=cfg.savings_weight)
 

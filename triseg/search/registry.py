@@ -9,6 +9,7 @@ from triseg.errors import TrisegError
 from triseg.search.base import Strategy
 from triseg.search.exact_mse import ExactMSEStrategy
 from triseg.search.greedy import GreedyStrategy
+from triseg.search.ladder import LadderStrategy
 from triseg.search.optuna_search import OptunaStrategy
 from triseg.search.ppo import PPOStrategy
 from triseg.search.random_search import RandomStrategy
@@ -40,6 +41,9 @@ STRATEGIES: dict[str, StrategySpec] = {
     "ppo-warm": StrategySpec(lambda space, cfg: WarmPPOStrategy(space, cfg.ppo, seed=cfg.seed,
                                                                 target_prob=cfg.warm.warm_prob),
                              "PPO started at the exact-MSE maps"),
+    "ladder": StrategySpec(lambda space, cfg: LadderStrategy(space, cfg.ladder),
+                           "savings-first climb over per-layer tmax with exact-MSE maps (--objective savings "
+                           "--dynamic-tmax)"),
 }
 
 
