@@ -203,8 +203,9 @@ class ParetoArchive:
     """The distinct configs no other config beats on both distillation loss and multiplies left.
 
     Used as the candidate list of the savings objective: it keeps the whole trade-off for the
-    validation pass instead of the k best scalar rewards. Above ``k`` configs it keeps ``k`` spread
-    evenly along the front (both ends always).
+    validation pass instead of the k best scalar rewards. Above ``k`` configs it drops, one at a time, the
+    inner point whose neighbours are closest in multiplies left, so the ``k`` kept stay spread along the
+    multiplies axis (both ends always) however densely a search samples one part of the front.
     """
 
     def __init__(self, k: int) -> None:
@@ -230,10 +231,11 @@ class ParetoArchive:
         self.front = [c for c in self.front if not (d <= self._point(c)[0] and m <= self._point(c)[1])]
         self.front.append(cand)
         self.front.sort(key=lambda c: (self._point(c)[1], c.episode))
-        if len(self.front) > self.k:
-            n = len(self.front)
-            keep = sorted({round(i * (n - 1) / (self.k - 1)) for i in range(self.k)}) if self.k > 1 else [0]
-            self.front = [self.front[i] for i in keep]
+        while len(self.front) > max(self.k, 2):
+            lefts = [self._point(c)[1] for c in self.front]
+            del self.front[min(range(1, len(lefts) - 1), key=lambda i: (lefts[i + 1] - lefts[i - 1], i))]
+        if self.k == 1:
+            self.front = self.front[:1]
 
     def best(self) -> list[Candidate]:
         """The front, fewest multiplies left first."""
