@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -212,7 +214,10 @@ def test_local_ray_gives_the_in_process_results(swept, tmp_path):
                          ids=lambda p: p.name)
 def test_example_specs_are_valid(path):
     spec = sweep.load_spec(path)
-    assert spec.cells and all(c.curve_points == 10 for c in spec.cells)
+    raw = tomllib.loads(path.read_text())
+    grid = [raw[k] for k in ("models", "strategies", "seeds", "objectives", "tmax", "budgets")]
+    assert len(spec.cells) == math.prod(map(len, grid))
+    assert all(c.curve_points == raw.get("curve_points", 0) for c in spec.cells)
 
 
 BAD_SPECS = {
