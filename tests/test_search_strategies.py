@@ -173,3 +173,128 @@ def test_strategies_pickle() -> None:
     space = synthetic_space()
     for name in NAMES:
         pickle.dumps(build_strategy(space, args_for(name)).state_dict())
+
+
+def drive_batched(strategy, start: int, stop: int, most: int) -> list[tuple]:
+    """Like :func:`drive`, with the loop's groups: ask_many, then tell each in order."""
+    out, episode = [], start
+    while episode < stop:
+        configs = strategy.ask_many(episode, min(most, stop - episode))
+        assert 1 <= len(configs) <= most
+        for config in configs:
+            strategy.tell(episode, config, fake_score(config, episode))
+            out.append(tuple(sorted((k, (v.t1, v.v1, v.t2, v.v2, v.tmax)) for k, v in config.items())))
+            episode += 1
+    return out
+
+
+@pytest.mark.parametrize("name", ["ppo", "ppo-warm", "random", "greedy", "tpe", "cmaes"])
+def test_batched_asking_proposes_what_one_at_a_time_does(name: str) -> None:
+    """PPO's rollouts, random draws and greedy rounds in groups: the same configs as one by one (optuna
+    with its default batch of 1; larger batches are opt-in because they change its search)."""
+    space = synthetic_space()
+    full = drive(build_strategy(space, args_for(name)), 0, 40)
+    assert drive_batched(build_strategy(space, args_for(name)), 0, 40, 7) == full
+
+
+def test_optuna_batch_asks_several_trials_before_telling() -> None:
+    from triseg.search.optuna_search import OptunaStrategy
+
+    strategy = OptunaStrategy(synthetic_space(), "tpe", seed=0, batch=5)
+    assert len(strategy.ask_many(0, 8)) == 5 and len(strategy.trials) == 5
+    assert len(drive_batched(strategy, 5, 20, 8)) == 15
+
+
+@pytest.fixture(scope="module")
+def lenet_evaluation(lenet_int8, sample):
+    """LeNet-5 INT8, batches of 16 from the sample, and 6 random configs (one empty, one partial)."""
+    from triseg.search.base import EpisodeBatches
+    from triseg.search.space import build_space
+    from triseg.search.random_search import RandomStrategy
+
+    int8 = lenet_int8[0]
+    taps = [int8.tap_name(layer) for layer in int8.ATTENTION_LAYERS]
+    batches = EpisodeBatches(int8, sample.train, 16, taps, seed=0)
+    space = build_space(int8, sample.train, 2, 16, 127, seed=0)
+    strategy = RandomStrategy(space, seed=3)
+    configs = [strategy.ask(i) for i in range(6)]
+    configs[2] = {}
+    configs[4] = dict(list(configs[4].items())[:2])
+    return int8, batches, configs
+
+
+def reference_score(evaluator, config, episode: int) -> Score:
+    """One config scored as before batching: a fresh recorder (CostRecorder for savings), kd_loss, at_loss."""
+    from triseg.approx.losses import at_loss, attention_map, kd_loss
+    from triseg.approx.student import install
+    from triseg.hardware.cost import CostRecorder
+    from triseg.recorder import attach
+
+    model, taps = evaluator.model, evaluator.batches.attention_taps
+    t_logits, t_maps = evaluator.batches.teacher_outputs(episode)
+    savings = evaluator.objective == "savings"
+    recorder = (attach(model, CostRecorder(model, config, keep=set(taps))) if savings
+                else install(model, config, keep=set(taps)))
+    with torch.no_grad():
+        logits = model(evaluator.batches.inputs(episode))
+    if savings:
+        recorder.close()
+    attach(model, None)
+    kd = float(kd_loss(logits, t_logits, evaluator.T))
+    at = float(at_loss([attention_map(recorder.records[t].values) for t in taps], t_maps))
+    distill = kd + evaluator.attention_weight * at
+    if not savings:
+        return Score(-distill, kd, at, distill)
+    left = recorder.multiplies() / max(1, evaluator.batches.teacher_multiplies(episode))
+    return Score(-(left + evaluator.savings_weight * distill), kd, at, distill, left)
+
+
+@pytest.mark.parametrize("objective", ["reward", "savings"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_score_many_equals_scoring_one_at_a_time_exactly(lenet_evaluation, objective, threads) -> None:
+    from triseg.search.base import Evaluator
+
+    int8, batches, configs = lenet_evaluation
+    torch.set_num_threads(threads)
+    evaluator = Evaluator(int8, batches, objective=objective)
+    episodes = list(range(3, 3 + len(configs)))
+    expect = [reference_score(evaluator, c, e) for c, e in zip(configs, episodes)]
+    assert len({s.reward for s in expect}) == len(configs)
+    assert [evaluator.score(c, e) for c, e in zip(configs, episodes)] == expect
+    assert evaluator.score_many(configs, episodes) == expect
+    assert evaluator.score_many(configs, 5) == [reference_score(evaluator, c, 5) for c in configs]
+    assert evaluator.evaluations == 3 * len(configs)
+    with pytest.raises(ValueError, match="episodes"):
+        evaluator.score_many(configs, [1, 2])
+
+
+@pytest.mark.parametrize("name", ["ppo", "greedy"])
+def test_search_loop_gives_the_same_search_batched_and_one_at_a_time(lenet_evaluation, tmp_path, name) -> None:
+    """Same history, top-k and evaluations with groups of up to 8 per forward pass as with 1, and a run
+    stopped mid-way and resumed (batched) ends like both."""
+    from triseg.search.base import Evaluator
+    from triseg.search.registry import build_strategy as build
+    from triseg.search.run import SearchSettings, run_search
+    from triseg.search.space import build_space
+
+    int8, batches, _ = lenet_evaluation
+    space = build_space(int8, batches.split, 2, 16, 127, seed=0)
+    cfg = SearchConfig(search=name, seed=0, ppo=PPOConfig(update_timestep=6) if name == "ppo" else PPOConfig())
+
+    def run(tag: str, score_batch: int, stop_after: int | None = None, resume: bool = False):
+        settings = SearchSettings(episodes=23, top_k=4, eval_every=23, checkpoint_every=5, stop_after=stop_after,
+                                  score_batch=score_batch)
+        evaluator = Evaluator(int8, batches)
+        out = run_search(build(space, cfg), evaluator, settings, tmp_path / f"{tag}.pt", tmp_path / tag,
+                         resume=resume)
+        return out, evaluator.evaluations
+
+    one, n_one = run("one", 1)
+    many, n_many = run("many", 8)
+    run("resumed", 8, stop_after=12)
+    resumed, n_resumed = run("resumed", 8, resume=True)
+    assert n_one == n_many == n_resumed == 23
+    for out in (many, resumed):
+        assert out.history == one.history
+        assert [(c.reward, c.episode, c.config) for c in out.top.best()] == \
+            [(c.reward, c.episode, c.config) for c in one.top.best()]

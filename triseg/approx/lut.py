@@ -118,14 +118,16 @@ def int8_maps(x: torch.Tensor, maps: np.ndarray, zero_point: int, kernel: str | 
 
 
 def float_maps(x: torch.Tensor, scale: float, maps: np.ndarray) -> torch.Tensor:
-    """The float path with K maps over K row blocks of ``x`` (each block as :func:`map_codes` would)."""
+    """The float path with K maps over K row blocks of ``x``: each block as :meth:`LutEdit.float_path`
+    would map it, an identity row leaves its block as it is."""
     k = len(maps)
     rows = torch.as_tensor(maps, device=x.device).repeat_interleave(x.shape[0] // k, 0)
     t1, v1, t2, v2, tmax = (rows[:, i].to(x.dtype).view(-1, *([1] * (x.dim() - 1))) for i in range(5))
     codes = torch.round(x / scale)
     out = torch.where((codes > 0) & (codes <= t1), torch.zeros_like(codes), codes)
     out = torch.where((codes > t1) & (codes <= t2), v1.expand_as(codes), out)
-    return torch.where((codes > t2) & (codes <= tmax), v2.expand_as(codes), out) * scale
+    out = torch.where((codes > t2) & (codes <= tmax), v2.expand_as(codes), out) * scale
+    return torch.where(rows.any(1).view_as(t1), out, x)
 
 
 class LutEdit:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from triseg.approx.config import LayerCodes
-from triseg.approx.lut import LutEdit, map_codes
+from triseg.approx.lut import LutEdit, float_maps, int8_maps, map_codes, map_rows
 from triseg.data import Split, batches
 from triseg.recorder import Edit, EditOnlyRecorder, Recorder, attach
 
@@ -20,6 +22,46 @@ def install(model: nn.Module, config: Config, keep: set[str] | None = frozenset(
     """Attach a recorder that applies ``config`` (layer -> codes); ``keep`` = taps to store."""
     edits: dict[str, Edit] = {model.tap_name(layer): LutEdit(codes) for layer, codes in config.items()}
     return attach(model, Recorder(edits, keep=None if keep is None else set(keep)))
+
+
+class BatchEditRecorder(Recorder):
+    """Applies K configs in one forward pass: block k of the batch gets config k's map at every tap.
+
+    Made once per search (the tap names are looked up once); :meth:`set_configs` before each forward
+    builds one (K, 5) array of map rows per tap. The raw activations of ``keep`` are kept in ``raw``
+    (as the maps left them, all K blocks), the taps seen in the pass in ``seen`` (name, scale).
+    """
+
+    def __init__(self, model: nn.Module, keep: Sequence[str] = ()) -> None:
+        super().__init__({}, keep=set(keep))
+        self.tap_of = {layer: model.tap_name(layer) for layer in model.layers()}
+        self.rows: dict[str, np.ndarray] = {}
+        self.raw: dict[str, torch.Tensor] = {}
+        self.seen: list[tuple[str, float]] = []
+
+    def set_configs(self, configs: Sequence[Config]) -> None:
+        """The maps of the next forward pass (its batch = K equal blocks, one per config)."""
+        layers = {layer for config in configs for layer in config}
+        self.rows = {self.tap_of[layer]: map_rows([c.get(layer) for c in configs]) for layer in layers}
+        self.raw, self.seen = {}, []
+
+    def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        rows = self.rows.get(name)
+        if x.is_quantized:
+            scale = float(x.q_scale())
+            if rows is not None:
+                x = int8_maps(x, rows, int(x.q_zero_point()))
+        else:
+            qp = self.qparams(name, x)
+            if qp is None and rows is not None:
+                raise RuntimeError(f"tap {name}: edits need a fake-quant or INT8 model")
+            scale = None if qp is None else qp[0]
+            if rows is not None:
+                x = float_maps(x, scale, rows)
+        self.seen.append((name, scale))
+        if name in self.keep:
+            self.raw[name] = x
+        return x
 
 
 @dataclass

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from triseg.approx.config import LayerCodes
-from triseg.approx.losses import at_loss, attention_map, kd_loss
-from triseg.approx.student import Config, install
+from triseg.approx.losses import at_loss, attention_map
+from triseg.approx.student import BatchEditRecorder, Config, install
 from triseg.data import Split, normalize
-from triseg.hardware.cost import CostRecorder
+from triseg.hardware.cost import OFFSET, CostRecorder, consumers
+from triseg.hardware.cost import _codes as cost_codes, _flat_weights as flat_weights
 from triseg.recorder import attach
 
 
@@ -86,7 +88,12 @@ class EpisodeBatches:
 
 
 class Evaluator:
-    """Scores configs on episode batches with the student; counts evaluations (the budget)."""
+    """Scores configs on episode batches with the student; counts evaluations (the budget).
+
+    One :class:`BatchEditRecorder` serves the whole search: :meth:`score_many` runs K configs in one
+    forward pass over K copies of the batch (or K different batches), each copy through its own maps,
+    and each config's reward is computed on its own rows exactly as :meth:`score` computes it alone.
+    """
 
     def __init__(self, model: nn.Module, batches: EpisodeBatches, T: float = 2.0,
                  attention_weight: float = 100.0, objective: str = "reward", savings_weight: float = 1.0) -> None:
@@ -96,32 +103,98 @@ class Evaluator:
         self.T, self.attention_weight = T, attention_weight
         self.objective, self.savings_weight = objective, savings_weight
         self.evaluations = 0
+        self.recorder = BatchEditRecorder(model, batches.attention_taps)
+        attach(model, self.recorder)  # looks up the tap producers once; detached again right away
+        attach(model, None)
+        self._teacher_probs: dict[int, torch.Tensor] = {}
 
     @torch.no_grad()
     def score(self, config: Config, episode: int) -> Score:
         """Reward of ``config`` on the batch of ``episode``."""
-        t_logits, t_maps = self.batches.teacher_outputs(episode)
-        taps = self.batches.attention_taps
-        savings = self.objective == "savings"
-        if savings:
-            recorder = attach(self.model, CostRecorder(self.model, config, keep=set(taps)))
-        else:
-            recorder = install(self.model, config, keep=set(taps))
+        return self.score_many([config], episode)[0]
+
+    @torch.no_grad()
+    def score_many(self, configs: Sequence[Config], episode: int | Sequence[int]) -> list[Score]:
+        """Rewards of K configs from one forward pass, each equal to :meth:`score` of it alone.
+
+        ``episode`` is one episode (its batch repeated K times) or one episode per config (each config
+        on its own episode's batch, as a search scores them one at a time). Counts K evaluations.
+        """
+        episodes = [episode] * len(configs) if isinstance(episode, int) else list(episode)
+        if len(episodes) != len(configs):
+            raise ValueError(f"{len(configs)} configs but {len(episodes)} episodes")
+        if not configs:
+            return []
+        rec, b = self.recorder, self.batches.batch_size
+        counter = _CopyCounter(self.model, rec, configs) if self.objective == "savings" else None
+        rec.set_configs(configs)
+        self.model.recorder = rec
         try:
-            logits = self.model(self.batches.inputs(episode))
-            s_maps = [attention_map(recorder.records[t].values) for t in taps]
+            logits = self.model(torch.cat([self.batches.inputs(e) for e in episodes]))
         finally:
-            if savings:
-                recorder.close()
-            attach(self.model, None)
-        self.evaluations += 1
-        kd = float(kd_loss(logits, t_logits, self.T))
-        at = float(at_loss(s_maps, t_maps))
-        distill = kd + self.attention_weight * at
-        if not savings:
-            return Score(-distill, kd, at, distill)
-        left = recorder.multiplies() / max(1, self.batches.teacher_multiplies(episode))
-        return Score(-(left + self.savings_weight * distill), kd, at, distill, left)
+            self.model.recorder = None
+            if counter is not None:
+                counter.close()
+        maps = [attention_map(rec.raw[t].dequantize() if rec.raw[t].is_quantized else rec.raw[t])
+                for t in self.batches.attention_taps]
+        rec.raw = {}
+        self.evaluations += len(configs)
+        scores = []
+        for k, e in enumerate(episodes):
+            rows = slice(k * b, (k + 1) * b)
+            t_maps = self.batches.teacher_outputs(e)[1]
+            kd = float(self._kd(logits[rows], e))
+            at = float(at_loss([m[rows] for m in maps], t_maps))
+            distill = kd + self.attention_weight * at
+            if counter is None:
+                scores.append(Score(-distill, kd, at, distill))
+            else:
+                left = counter.multiplies[k] / max(1, self.batches.teacher_multiplies(e))
+                scores.append(Score(-(left + self.savings_weight * distill), kd, at, distill, left))
+        return scores
+
+    def _kd(self, student: torch.Tensor, episode: int) -> torch.Tensor:
+        """:func:`kd_loss` against the batch's teacher, its softmax computed once per batch."""
+        b = episode % self.batches.num_batches
+        if b not in self._teacher_probs:
+            self._teacher_probs[b] = F.softmax(self.batches.teacher_outputs(episode)[0] / self.T, 1)
+        T = self.T
+        return F.kl_div(F.log_softmax(student / T, 1), self._teacher_probs[b], reduction="batchmean") * T * T
+
+
+class _CopyCounter:
+    """The cost model's multiplies (:class:`CostRecorder`) of each of the K copies in a batched pass.
+
+    Same rule per copy: at every conv/linear input, operands that are zero are skipped, operands equal
+    to v1/v2 of the producing tap's map in that copy are selected, the rest multiplied.
+    """
+
+    def __init__(self, model: nn.Module, recorder: BatchEditRecorder, configs: Sequence[Config]) -> None:
+        self.recorder, self.configs = recorder, configs
+        self.layer_of = {tap: layer for layer, tap in recorder.tap_of.items()}
+        self.multiplies = [0] * len(configs)
+        self.hooks = [module.register_forward_pre_hook(self._hook(key)) for _, module, key in consumers(model)]
+
+    def _hook(self, key: tuple):
+        def hook(module: nn.Module, args: tuple) -> None:
+            codes, scale = cost_codes(module, args[0])
+            source = next((self.layer_of[name] for name, s in reversed(self.recorder.seen)
+                           if s == scale and name in self.layer_of), None)
+            weights = flat_weights(key, tuple(codes.shape))[0]
+            k, width = len(self.configs), 2 * OFFSET
+            block = torch.arange(k).repeat_interleave(codes.numel() // k) * width
+            hist = torch.bincount((codes + OFFSET).flatten() + block, weights=weights,
+                                  minlength=k * width).view(k, width)
+            counted, zero = hist.sum(1).tolist(), hist[:, OFFSET].tolist()
+            for i, config in enumerate(self.configs):
+                c = config.get(source) if source is not None else None
+                selected = 0 if c is None else round(float(hist[i, OFFSET + c.v1] + hist[i, OFFSET + c.v2]))
+                self.multiplies[i] += round(counted[i]) - round(zero[i]) - selected
+        return hook
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
 
 
 def config_key(config: Config) -> tuple:
@@ -186,7 +259,13 @@ class TopK:
 
 
 class Strategy(Protocol):
-    """Ask/tell interface: propose a config, learn from its score; state round-trips for --resume."""
+    """Ask/tell interface: propose a config, learn from its score; state round-trips for --resume.
+
+    A strategy may also offer ``ask_many(episode, n) -> list[Config]``: 1 to n configs for the episodes
+    from ``episode`` on that it would propose before learning from any of them (a PPO rollout between
+    updates, a greedy round, random draws). The loop scores them in one forward pass and tells them in
+    order, so the search is the same as one at a time.
+    """
 
     name: str
 

@@ -66,6 +66,11 @@ class GreedyStrategy:
             self.results = []
         return self.pending[0]
 
+    def ask_many(self, episode: int, n: int) -> list[dict[str, LayerCodes]]:
+        """Up to ``n`` pending configs of the current round (a round is told all at once at its end)."""
+        self.ask(episode)
+        return self.pending[:n]
+
     def tell(self, episode: int, config: dict[str, LayerCodes], score: Score) -> dict[str, float]:
         self.pending.pop(0)
         self.results.append((score.reward, config))

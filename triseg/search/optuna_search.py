@@ -28,28 +28,39 @@ def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 class OptunaStrategy:
-    """Ask a trial, decode its fractions into a legal config, tell optuna the reward."""
+    """Ask a trial, decode its fractions into a legal config, tell optuna the reward.
 
-    def __init__(self, space: SearchSpace, kind: str, seed: int = 0) -> None:
+    ``batch`` > 1 asks up to that many trials before telling any (:meth:`ask_many`, scored in one
+    forward pass). That is opt-in because it changes the search: TPE then samples the later trials of a
+    batch without the rewards of the earlier ones, and CMA-ES's first trials and those past the end of a
+    generation are sampled before the results they would have waited for. With ``batch`` = 1 (the
+    default) the proposals are exactly those of one-at-a-time asking.
+    """
+
+    def __init__(self, space: SearchSpace, kind: str, seed: int = 0, batch: int = 1) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.space, self.name = space, kind
+        self.space, self.name, self.batch = space, kind, batch
         self.study = optuna.create_study(direction="maximize", sampler=make_sampler(kind, seed))
-        self.trial: optuna.Trial | None = None
+        self.trials: list[optuna.Trial] = []
 
     def ask(self, episode: int) -> dict[str, LayerCodes]:
-        self.trial = self.study.ask()
+        trial = self.study.ask()
+        self.trials.append(trial)
         out = {}
         for layer in self.space.layers:
             tmax = self.space.tmax[layer]
             if self.space.dynamic:
-                tmax = pick(self.space.tmax_range(), self.trial.suggest_float(f"{layer}.tmax", 0.0, 1.0))
-            u = [self.trial.suggest_float(f"{layer}.{f}", 0.0, 1.0) for f in DECODE_FIELDS]
+                tmax = pick(self.space.tmax_range(), trial.suggest_float(f"{layer}.tmax", 0.0, 1.0))
+            u = [trial.suggest_float(f"{layer}.{f}", 0.0, 1.0) for f in DECODE_FIELDS]
             out[layer] = decode(*u, tmax)
         return out
 
+    def ask_many(self, episode: int, n: int) -> list[dict[str, LayerCodes]]:
+        """Up to ``min(n, batch)`` trials, asked before any is told."""
+        return [self.ask(episode + i) for i in range(max(1, min(n, self.batch)))]
+
     def tell(self, episode: int, config: dict[str, LayerCodes], score: Score) -> dict[str, float]:
-        self.study.tell(self.trial, score.reward)
-        self.trial = None
+        self.study.tell(self.trials.pop(0), score.reward)
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -57,4 +68,4 @@ class OptunaStrategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.study = pickle.loads(state["study"])
-        self.trial = None
+        self.trials = []

@@ -127,7 +127,17 @@ class PPOStrategy:
 
     @torch.no_grad()
     def ask(self, episode: int) -> dict[str, LayerCodes]:
+        return self._sample(*self.policy(self.space.features))
+
+    @torch.no_grad()
+    def ask_many(self, episode: int, n: int) -> list[dict[str, LayerCodes]]:
+        """Up to ``n`` configs of the rollout before the next update (the policy is the same for all)."""
+        m = max(1, min(n, self.cfg.update_timestep - len(self.buffer["rewards"])))
         logits, value = self.policy(self.space.features)
+        return [self._sample(logits, value) for _ in range(m)]
+
+    def _sample(self, logits: dict[str, torch.Tensor], value: torch.Tensor) -> dict[str, LayerCodes]:
+        """One legal config from the policy's logits (buffered with its log-probability and value)."""
         chosen: dict[str, torch.Tensor] = {}
         logp = torch.zeros(())
         for head in self.heads:

@@ -24,6 +24,10 @@ class RandomStrategy:
     def ask(self, episode: int) -> dict[str, LayerCodes]:
         return self.space.random_config(self.gen)
 
+    def ask_many(self, episode: int, n: int) -> list[dict[str, LayerCodes]]:
+        """``n`` draws (each independent of every reward)."""
+        return [self.ask(episode + i) for i in range(n)]
+
     def tell(self, episode: int, config: dict[str, LayerCodes], score: Score) -> dict[str, float]:
         return {}
 

@@ -7,6 +7,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ class SearchSettings:
     checkpoint_every: int = 100
     stop_after: int | None = None
     objective: str = "reward"
+    score_batch: int = 16  # most configs scored in one forward pass (strategies with ask_many); 1 = one at a time
 
 
 @dataclass
@@ -97,63 +99,89 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
                      "python_rng": random.getstate(), "settings": _identity(strategy, evaluator, settings)},
                     checkpoint)
 
-    bar = tqdm(range(start, settings.episodes), initial=start, total=settings.episodes,
-               desc=f"search {strategy.name}", mininterval=2.0, dynamic_ncols=True)
+    bar = tqdm(total=settings.episodes, initial=start, desc=f"search {strategy.name}", mininterval=2.0,
+               dynamic_ncols=True)
     saved = False
+    episode = start
     try:
-        for episode in bar:
-            config, score, losses = _step(strategy, evaluator, episode)
-            top.add(config, score, episode)
-            best = max(best, score.reward)
-            row = {"episode": episode, "reward": score.reward, "kd": score.kd, "at": score.at, "best": best}
-            if score.multiplies_left is not None:
-                row["multiplies_left"] = score.multiplies_left
-                writer.add_scalar("search/multiplies_left", score.multiplies_left, episode)
-            history.append(row)
-            writer.add_scalar("search/reward", score.reward, episode)
-            writer.add_scalar("search/kd_loss", score.kd, episode)
-            writer.add_scalar("search/attn_loss", score.at, episode)
-            writer.add_scalar("search/best_reward", best, episode)
-            for key, value in losses.items():
-                writer.add_scalar(f"ppo/{key}", value, episode)
-            if (episode + 1) % settings.eval_every == 0:
-                for layer, c in config.items():
-                    for field in ("t1", "v1", "t2", "v2"):
-                        writer.add_scalar(f"codes/{layer}/{field}", getattr(c, field), episode)
-                tqdm.write(f"episode {episode + 1}: reward {score.reward:.4f} (kd {score.kd:.4f}, "
-                           f"at {score.at:.5f}) best {best:.4f}")
+        while episode < settings.episodes:
+            group = _group_end(episode, settings) - episode
+            for config, score, losses in _steps(strategy, evaluator, episode, group):
+                top.add(config, score, episode)
+                best = max(best, score.reward)
+                row = {"episode": episode, "reward": score.reward, "kd": score.kd, "at": score.at, "best": best}
+                if score.multiplies_left is not None:
+                    row["multiplies_left"] = score.multiplies_left
+                    writer.add_scalar("search/multiplies_left", score.multiplies_left, episode)
+                history.append(row)
+                writer.add_scalar("search/reward", score.reward, episode)
+                writer.add_scalar("search/kd_loss", score.kd, episode)
+                writer.add_scalar("search/attn_loss", score.at, episode)
+                writer.add_scalar("search/best_reward", best, episode)
+                for key, value in losses.items():
+                    writer.add_scalar(f"ppo/{key}", value, episode)
+                if (episode + 1) % settings.eval_every == 0:
+                    for layer, c in config.items():
+                        for field in ("t1", "v1", "t2", "v2"):
+                            writer.add_scalar(f"codes/{layer}/{field}", getattr(c, field), episode)
+                    tqdm.write(f"episode {episode + 1}: reward {score.reward:.4f} (kd {score.kd:.4f}, "
+                               f"at {score.at:.5f}) best {best:.4f}")
+                episode += 1
+                bar.update(1)
             bar.set_postfix(best=f"{best:.4f}", refresh=False)
-            done = episode + 1
-            stop = settings.stop_after is not None and settings.stop_after <= done < settings.episodes
-            if done % settings.checkpoint_every == 0 or done == settings.episodes or stop:
-                save(done)
+            stop = settings.stop_after is not None and settings.stop_after <= episode < settings.episodes
+            if episode % settings.checkpoint_every == 0 or episode == settings.episodes or stop:
+                save(episode)
                 saved = True
             if stop:
+                bar.close()
                 writer.close()
                 return SearchOutcome(top, history, time.time() - t0, finished=False)
     except TrisegError:
         if not saved:
             writer.discard()  # no checkpoint of this run to resume: take back its TensorBoard files
         raise
+    bar.close()
     writer.close()
     return SearchOutcome(top, history, time.time() - t0, finished=True)
 
 
-def _step(strategy: Strategy, evaluator: Evaluator, episode: int) -> tuple[Config, Score, dict[str, float]]:
-    """Ask, score and tell one episode; a diverged reward or strategy is a one-line error."""
+def _group_end(episode: int, settings: SearchSettings) -> int:
+    """Where the group of episodes starting at ``episode`` must end: at most ``score_batch`` episodes, and
+    never past a checkpoint, ``stop_after`` or the budget (a checkpoint always falls between groups)."""
+    end = min(settings.episodes, episode + max(1, settings.score_batch),
+              (episode // settings.checkpoint_every + 1) * settings.checkpoint_every)
+    if settings.stop_after is not None and episode < settings.stop_after:
+        end = min(end, settings.stop_after)
+    return end
+
+
+def _steps(strategy: Strategy, evaluator: Evaluator, episode: int,
+           most: int) -> Iterator[tuple[Config, Score, dict[str, float]]]:
+    """Ask, score and tell up to ``most`` episodes from ``episode``: several in one forward pass when the
+    strategy can propose them before any is told (``ask_many``) and the evaluator has ``score_many``,
+    else one. Yields each episode in order; a diverged reward or strategy is a one-line error."""
     hint = "the search diverged; use a larger --kd-T, a smaller --attention-weight or a smaller --lr"
+    done = episode
     try:
-        config = strategy.ask(episode)
-        score = evaluator.score(config, episode)
-        if not math.isfinite(score.reward):
-            raise TrisegError(f"episode {episode + 1} gave a non-finite reward (kd {score.kd}, at {score.at}): {hint}")
-        losses = strategy.tell(episode, config, score)
+        if most > 1 and hasattr(strategy, "ask_many") and hasattr(evaluator, "score_many"):
+            configs = strategy.ask_many(episode, most)
+            scores = evaluator.score_many(configs, range(episode, episode + len(configs)))
+        else:
+            configs = [strategy.ask(episode)]
+            scores = [evaluator.score(configs[0], episode)]
+        for config, score in zip(configs, scores):
+            if not math.isfinite(score.reward):
+                raise TrisegError(f"episode {done + 1} gave a non-finite reward (kd {score.kd}, at {score.at}): "
+                                  f"{hint}")
+            losses = strategy.tell(done, config, score)
+            bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+            if bad:
+                raise TrisegError(f"episode {done + 1}: the {strategy.name} update gave {bad}: {hint}")
+            yield config, score, losses
+            done += 1
     except (RuntimeError, ValueError) as exc:  # a policy with NaN weights fails in torch.distributions
         text = " ".join(str(exc).split())
         if "nan" not in text.lower() and "inf" not in text.lower():
             raise
-        raise TrisegError(f"episode {episode + 1}: {text[:100]}: {hint}") from None
-    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-    if bad:
-        raise TrisegError(f"episode {episode + 1}: the {strategy.name} update gave {bad}: {hint}")
-    return config, score, losses
+        raise TrisegError(f"episode {done + 1}: {text[:100]}: {hint}") from None
