@@ -128,3 +128,24 @@ def test_pareto_mode_prints_and_picks_a_point(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["pareto", "--config-path", str(tmp_path / "tri_ppo_int_codes" / "plain.json")]) == 2
     assert "has no Pareto front" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("objective", ["savings", "reward"])
+def test_selection_runs_the_teacher_on_val_once(tmp_path, sample, objective) -> None:
+    """Selection and the val hardware report share one teacher pass over val (and savings reuses the
+    chosen config's counts), with the same result as separate passes."""
+    from triseg.hardware import cost
+
+    teacher = api.load_teacher("lenet5", tmp_path / "none", device="cpu")
+    cfg = api.SearchConfig(model="lenet5", output_dir=str(tmp_path), search="random", episodes=8, top_k=4,
+                           objective=objective, max_acc_drop=30.0, no_test=True, workers=1,
+                           space=api.SpaceOptions(calib_batches=1, dynamic_tmax=objective == "savings"))
+    passes: list[bool] = []
+    model = teacher.model
+    hook = model.register_forward_pre_hook(  # a whole val batch (48 images) without any map: the teacher
+        lambda m, args: passes.append(len(args[0]) == len(sample.val) and not getattr(model.recorder, "edits", None)))
+    result = api.run_search(cfg, teacher, sample).result
+    hook.remove()
+    assert sum(passes) == 1
+    expect = cost.hardware_report(model, result.config, sample.val, "val").to_json()
+    assert result.settings["hardware"]["totals"] == expect["totals"]

@@ -21,7 +21,7 @@ from triseg.data import Cifar10, Split, load_cifar10
 from triseg.analysis.sensitivity import search_output_dir
 from triseg.artifacts import resume_from
 from triseg.errors import TrisegError
-from triseg.hardware.cost import hardware_report
+from triseg.hardware.cost import HardwareReport, count, hardware_report
 from triseg.hardware.energy import DEFAULT_TABLE, load_table
 from triseg.jobs import DataOptions, FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
 from triseg.paths import check_output_dir, check_output_file
@@ -31,7 +31,8 @@ from triseg.search.base import EpisodeBatches, Evaluator, ParetoArchive, Score, 
 from triseg.search.registry import build_strategy, strategy_spec
 from triseg.search.result import RunPaths, SearchResult, Validation
 from triseg.search.run import SearchSettings, run_search as run_loop
-from triseg.search.select import coverage_on, evaluate_on_test, select_on_validation, select_savings
+from triseg.search.select import (coverage_on, evaluate_on_test, select_on_validation, select_savings,
+                                  teacher_on_validation)
 from triseg.search.space import SearchSpace
 from triseg.search.supervised import train_supervised
 from triseg.teacher import Teacher, load_result_teacher, load_teacher
@@ -204,17 +205,20 @@ def select_result(teacher: Teacher, data: Cifar10, top: TopK | ParetoArchive, ma
     t0 = time.time()
     table = cost_table or DEFAULT_TABLE
     extra: dict[str, Any] = {}
-    if settings.get("objective") == "savings":
+    savings = settings.get("objective") == "savings"
+    # The teacher's one pass over val, shared by the selection and the val hardware report.
+    teacher_val = teacher_on_validation(teacher.model, data.val) if savings or no_test else None
+    if savings:
         chosen, extra["pareto_front"] = select_savings(teacher.model, data.val, top.best(), max_acc_drop,
-                                                       settings["safety_margin"])
+                                                       settings["safety_margin"], teacher=teacher_val)
     else:
-        chosen = select_on_validation(teacher.model, data.val, top, max_acc_drop)
+        chosen = select_on_validation(teacher.model, data.val, top, max_acc_drop, teacher=teacher_val)
     result = SearchResult(teacher.name, teacher.backend, chosen.config, chosen.reason, chosen.validation,
                           {}, None, {**settings, **extra, "teacher": teacher.identity(chosen.validation.acc_teacher)})
     if no_test:
         result.coverage = coverage_on(teacher.model, chosen.config, data.val, 256, "val")
-        result.settings["hardware"] = hardware_report(teacher.model, chosen.config, data.val, "val",
-                                                      table).to_json()
+        student = chosen.counts if chosen.counts is not None else count(teacher.model, chosen.config, data.val)
+        result.settings["hardware"] = HardwareReport("val", student.images, student, teacher_val, table).to_json()
     else:
         evaluate_test(result, teacher, data, cost_table=table)
     result.settings["selection_wall_time_s"] = round(time.time() - t0, 1)

@@ -15,24 +15,37 @@ from tqdm import tqdm
 
 from triseg.approx.student import Config, evaluate_student
 from triseg.data import Split
-from triseg.hardware.cost import count
+from triseg.hardware.cost import CostCounts, count
 from triseg.search.base import Candidate, TopK
 from triseg.search.result import TestMetrics, Validation
 
 
 @dataclass
 class Selection:
-    """The chosen config, why it was chosen, and the validation pass."""
+    """The chosen config, why it was chosen, and the validation pass (``counts``: the chosen config's
+    cost-model counts on val when the selection made them)."""
 
     config: Config
     reason: str
     validation: Validation
+    counts: CostCounts | None = None
+
+
+def teacher_on_validation(model: nn.Module, val: Split, batch_size: int = 256) -> CostCounts:
+    """The teacher's one pass over val: its predictions (accuracy) and cost-model counts, shared by the
+    selection and the hardware report."""
+    return count(model, {}, val, batch_size)
 
 
 def select_on_validation(model: nn.Module, val: Split, top: TopK, max_acc_drop: float,
-                         batch_size: int = 256) -> Selection:
-    """Evaluate every top-k config on val; pick the most accurate within the drop limit (else the most accurate)."""
-    teacher_val = evaluate_student(model, {}, val, batch_size, coverage=False).accuracy
+                         batch_size: int = 256, teacher: CostCounts | None = None) -> Selection:
+    """Evaluate every top-k config on val; pick the most accurate within the drop limit (else the most accurate).
+
+    ``teacher``: the teacher's pass over val (:func:`teacher_on_validation`) when the caller shares it,
+    else a plain pass here.
+    """
+    teacher_val = (teacher.accuracy(val.y) if teacher is not None
+                   else evaluate_student(model, {}, val, batch_size, coverage=False).accuracy)
     rows = []
     for cand in tqdm(top.best(), desc="validate top-k", leave=False, mininterval=2.0):
         ev = evaluate_student(model, cand.config, val, batch_size, coverage=False)
@@ -56,19 +69,21 @@ def select_on_validation(model: nn.Module, val: Split, top: TopK, max_acc_drop: 
 
 
 def select_savings(model: nn.Module, val: Split, candidates: list[Candidate], max_acc_drop: float,
-                   margin: float, batch_size: int = 256) -> tuple[Selection, list[dict[str, Any]]]:
+                   margin: float, batch_size: int = 256,
+                   teacher: CostCounts | None = None) -> tuple[Selection, list[dict[str, Any]]]:
     """Among the candidates, the fewest multiplies left (counted on val) with val drop <= limit - margin.
 
-    Returns the selection and the Pareto front (val drop vs multiplies left) of all validated candidates.
+    Returns the selection (with the chosen config's counts) and the Pareto front (val drop vs multiplies
+    left) of all validated candidates. ``teacher`` as in :func:`select_on_validation`.
     """
-    teacher = count(model, {}, val, batch_size)
+    teacher = teacher or teacher_on_validation(model, val, batch_size)
     teacher_acc = teacher.accuracy(val.y)
     teacher_mult = max(1, teacher.total("macs") - teacher.total("skipped"))
     rows = []
     for cand in tqdm(candidates, desc="validate front", leave=False, mininterval=2.0):
         counts = count(model, cand.config, val, batch_size)
         acc = counts.accuracy(val.y)
-        rows.append({"candidate": cand, "val_acc": acc, "val_drop": teacher_acc - acc,
+        rows.append({"candidate": cand, "val_acc": acc, "val_drop": teacher_acc - acc, "counts": counts,
                      "multiplies_left": counts.total("multiplied") / teacher_mult})
     if not rows:
         raise RuntimeError("the search produced no candidate configs")
@@ -89,7 +104,7 @@ def select_savings(model: nn.Module, val: Split, candidates: list[Candidate], ma
     front = [{"val_drop": r["val_drop"], "val_acc": r["val_acc"], "multiplies_left": r["multiplies_left"],
               "episode": r["candidate"].episode, "layers": {k: v.to_json() for k, v in r["candidate"].config.items()}}
              for r in pareto_rows(rows)]
-    return Selection(chosen["candidate"].config, reason, validation), front
+    return Selection(chosen["candidate"].config, reason, validation, chosen["counts"]), front
 
 
 def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
