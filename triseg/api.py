@@ -19,7 +19,7 @@ Every settings object is a checked dataclass (:mod:`triseg.jobs`): an illegal va
 from triseg.approx.config import LayerCodes, TrisegConfig, load_config
 from triseg.artifacts import ZOO_DIR, load_int8, qat_skeleton, stage_path
 from triseg.approx.intsim import simulate
-from triseg.approx.lut import LutEdit
+from triseg.approx.lut import KERNELS as LUT_KERNELS, LutEdit, int8_maps, map_rows, quint8_table
 from triseg.approx.student import Config, StudentEval, evaluate_student, install
 from triseg.artifacts import atomic_write_text
 from triseg.cli.parser import parse_options
@@ -57,7 +57,7 @@ from triseg.lsq.train import train_float as lsq_train
 from triseg.lsq.train import train_qat as lsq_qat
 
 __all__ = [
-    "EditOnlyRecorder", "ExportRequest", "LutEdit", "QonnxRunner", "compare", "export", "onnx_graph", "op_counts",
+    "EditOnlyRecorder", "ExportRequest", "LUT_KERNELS", "LutEdit", "int8_maps", "map_rows", "quint8_table", "QonnxRunner", "compare", "export", "onnx_graph", "op_counts",
     "optimised_ops", "ort_runner", "ort_session", "qonnx_graph", "require_extra", "set_engine",
     "EpisodeBatches", "HardwareReport", "MODELS", "PPOStrategy", "ZOO_DIR", "activation_top_code", "build_model",
     "calibrate_space", "convert_int8", "hardware_report", "load_int8", "qat_skeleton", "stage_path",
