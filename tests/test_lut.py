@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from triseg.approx.config import LayerCodes
-from triseg.approx.lut import KERNELS, LutEdit, apply_maps, float_maps, int8_maps, map_codes, map_rows, quint8_table
+from triseg.approx.lut import (KERNELS, LutEdit, apply_maps, float_maps, int8_maps, int8_values, map_codes, map_rows,
+                               quint8_table)
 
 C = LayerCodes(t1=3, v1=6, t2=9, v2=12, tmax=14)
 
@@ -101,3 +102,14 @@ def test_int8_path_reads_the_input_in_place_and_leaves_it_unchanged():
     before = q.int_repr().clone()
     out = LutEdit(C).int8_path(q, 1.0, 0)
     assert torch.equal(q.int_repr(), before) and out.data_ptr() != q.data_ptr()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "linear"])
+def test_int8_values_are_exactly_dequantize_and_its_square(layout):
+    gen = torch.Generator().manual_seed(3)
+    shape = (3, 7) if layout == "linear" else (2, 5, 3, 4)
+    q = torch.quantize_per_tensor(torch.rand(shape, generator=gen) * 9, 0.0371, 4, torch.quint8)
+    if layout == "channels_last":
+        q = q.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(int8_values(q), q.dequantize()) and int8_values(q).stride() == q.dequantize().stride()
+    assert torch.equal(int8_values(q, squared=True), q.dequantize().pow(2))

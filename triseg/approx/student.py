@@ -29,7 +29,8 @@ class BatchEditRecorder(Recorder):
 
     Made once per search (the tap names are looked up once); :meth:`set_configs` before each forward
     builds one (K, 5) array of map rows per tap. The raw activations of ``keep`` are kept in ``raw``
-    (as the maps left them, all K blocks), the taps seen in the pass in ``seen`` (name, scale).
+    (as the maps left them, all K blocks), the taps seen in the pass in ``seen`` (name, scale), and the
+    largest activation of one block so far in ``block_bytes``.
     """
 
     def __init__(self, model: nn.Module, keep: Sequence[str] = ()) -> None:
@@ -38,12 +39,13 @@ class BatchEditRecorder(Recorder):
         self.rows: dict[str, np.ndarray] = {}
         self.raw: dict[str, torch.Tensor] = {}
         self.seen: list[tuple[str, float]] = []
+        self.copies, self.block_bytes = 1, 0
 
     def set_configs(self, configs: Sequence[Config]) -> None:
         """The maps of the next forward pass (its batch = K equal blocks, one per config)."""
         layers = {layer for config in configs for layer in config}
         self.rows = {self.tap_of[layer]: map_rows([c.get(layer) for c in configs]) for layer in layers}
-        self.raw, self.seen = {}, []
+        self.raw, self.seen, self.copies = {}, [], len(configs)
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
         rows = self.rows.get(name)
@@ -59,6 +61,7 @@ class BatchEditRecorder(Recorder):
             if rows is not None:
                 x = float_maps(x, scale, rows)
         self.seen.append((name, scale))
+        self.block_bytes = max(self.block_bytes, x.numel() * x.element_size() // self.copies)
         if name in self.keep:
             self.raw[name] = x
         return x

@@ -13,6 +13,7 @@ from torch import nn
 
 from triseg.approx.config import LayerCodes
 from triseg.approx.losses import at_loss, attention_map
+from triseg.approx.lut import int8_values
 from triseg.approx.student import BatchEditRecorder, Config, install
 from triseg.data import Split, normalize
 from triseg.hardware.cost import OFFSET, CostRecorder, consumers
@@ -21,6 +22,7 @@ from triseg.recorder import attach
 
 
 OBJECTIVES = ("reward", "savings")
+GROUP_BYTES = 4 << 20  # batched scoring keeps each activation of a pass within this (cache-sized) budget
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,13 @@ class Evaluator:
         attach(model, None)
         self._teacher_probs: dict[int, torch.Tensor] = {}
 
+    def group_size(self, most: int) -> int:
+        """How many configs to score in one pass: up to ``most``, while the largest activation of the K
+        copies stays within :data:`GROUP_BYTES` (beyond it, on CPU, the LUT edits, dequantisation and
+        attention maps fall out of the cache and a pass gets slower per config). 1 before the first pass."""
+        largest = self.recorder.block_bytes
+        return 1 if largest == 0 else max(1, min(most, GROUP_BYTES // largest))
+
     @torch.no_grad()
     def score(self, config: Config, episode: int) -> Score:
         """Reward of ``config`` on the batch of ``episode``."""
@@ -135,8 +144,7 @@ class Evaluator:
             self.model.recorder = None
             if counter is not None:
                 counter.close()
-        maps = [attention_map(rec.raw[t].dequantize() if rec.raw[t].is_quantized else rec.raw[t])
-                for t in self.batches.attention_taps]
+        maps = [student_attention(rec.raw[t]) for t in self.batches.attention_taps]
         rec.raw = {}
         self.evaluations += len(configs)
         scores = []
@@ -160,6 +168,17 @@ class Evaluator:
             self._teacher_probs[b] = F.softmax(self.batches.teacher_outputs(episode)[0] / self.T, 1)
         T = self.T
         return F.kl_div(F.log_softmax(student / T, 1), self._teacher_probs[b], reduction="batchmean") * T * T
+
+
+def student_attention(x: torch.Tensor) -> torch.Tensor:
+    """:func:`attention_map` of an activation; of an INT8 conv activation straight from its codes (the
+    squares by one table lookup, then the same channel sum and normalisation: the same floats)."""
+    if not x.is_quantized:
+        return attention_map(x)
+    if x.dim() != 4:
+        return attention_map(int8_values(x))
+    a = int8_values(x, squared=True).sum(1)
+    return F.normalize(a.reshape(a.shape[0], -1), dim=1)
 
 
 class _CopyCounter:

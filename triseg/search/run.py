@@ -164,6 +164,8 @@ def _steps(strategy: Strategy, evaluator: Evaluator, episode: int,
     hint = "the search diverged; use a larger --kd-T, a smaller --attention-weight or a smaller --lr"
     done = episode
     try:
+        if hasattr(evaluator, "group_size"):
+            most = evaluator.group_size(most)
         if most > 1 and hasattr(strategy, "ask_many") and hasattr(evaluator, "score_many"):
             configs = strategy.ask_many(episode, most)
             scores = evaluator.score_many(configs, range(episode, episode + len(configs)))
