@@ -116,17 +116,21 @@ def bench(name: str, engine: str, episodes: int, group: int) -> dict[str, float]
     def batched(n: int) -> None:
         ppo, i = api.PPOStrategy(space, api.PPOConfig(), seed=0), 0
         while i < n:
-            configs = ppo.ask_many(i, min(group, n - i))
+            configs = ppo.ask_many(i, evaluator.group_size(min(group, n - i)))
             for cfg, score in zip(configs, evaluator.score_many(configs, range(i, i + len(configs)))):
                 ppo.tell(i, cfg, score)
                 i += 1
 
-    asked = [api.PPOStrategy(space, api.PPOConfig(), seed=2).ask(i) for i in range(group)]
-    assert evaluator.score_many(asked, range(group)) == [evaluator.score(c, i) for i, c in enumerate(asked)]
+    k = evaluator.group_size(group)
+    asked = [api.PPOStrategy(space, api.PPOConfig(), seed=2).ask(i) for i in range(k)]
+    assert evaluator.score_many(asked, range(k)) == [evaluator.score(c, i) for i, c in enumerate(asked)]
     row["single_eps"] = episodes / (1e-3 * ms(lambda: single(episodes), 1, 3))
     row["batched_eps"] = episodes / (1e-3 * ms(lambda: batched(episodes), 1, 3))
-    row["score_many_eps"] = group / (1e-3 * ms(lambda: evaluator.score_many(asked, range(group)), 3))
-    row["layers"] = len(space.layers)
+    row["score_many_eps"] = k / (1e-3 * ms(lambda: evaluator.score_many(asked, range(k)), 3))
+    row["group"] = k
+    ppo = api.PPOStrategy(space, api.PPOConfig(), seed=0)
+    row["ppo_ms"] = ms(lambda: [ppo.tell(i, c, api.Score(0.0, 0.0, 0.0)) for i, c in enumerate(ppo.ask_many(0, 50))],
+                       1, 3) / 50
     return row
 
 
@@ -151,12 +155,14 @@ def main() -> None:
         print(f"| {name} | {row['int8_forward_ms']:.2f} | " + " | ".join(f"{row[k]:.2f}" for k in kernels) +
               f" | {row[api.LUT_KERNELS[0]] / row['int8_forward_ms']:.0%} |", flush=True)
     print("\nPPO episodes/s; the bound is one INT8 forward pass per episode (1000 / forward ms):\n")
-    print("| model | bound | single | batched | score_many alone | single / bound | batched / bound |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | bound | single | batched (K) | score_many alone | PPO ask+tell ms | single / bound | "
+          "batched / bound |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         bound = 1e3 / row["int8_forward_ms"]
-        print(f"| {name} | {bound:.0f} | {row['single_eps']:.0f} | {row['batched_eps']:.0f} | "
-              f"{row['score_many_eps']:.0f} | {row['single_eps'] / bound:.2f} | {row['batched_eps'] / bound:.2f} |")
+        print(f"| {name} | {bound:.0f} | {row['single_eps']:.0f} | {row['batched_eps']:.0f} ({row['group']}) | "
+              f"{row['score_many_eps']:.0f} | {row['ppo_ms']:.2f} | {row['single_eps'] / bound:.2f} | "
+              f"{row['batched_eps'] / bound:.2f} |")
 
 
 if __name__ == "__main__":

@@ -60,10 +60,12 @@ class ActorCritic(nn.Module):
         return {h: head(z) for h, head in self.heads.items()}, self.critic(z.mean(0)).squeeze(-1)
 
 
+_CODES = torch.arange(NUM_LOGITS)[None, :]
+
+
 def _between(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     """(L, 256) mask of codes in [lo, hi] per layer."""
-    codes = torch.arange(NUM_LOGITS)
-    return (codes[None, :] >= lo[:, None]) & (codes[None, :] <= hi[:, None])
+    return (_CODES >= lo[:, None]) & (_CODES <= hi[:, None])
 
 
 def masks(head: str, tmax: torch.Tensor, t1: torch.Tensor | None = None,
@@ -127,24 +129,33 @@ class PPOStrategy:
 
     @torch.no_grad()
     def ask(self, episode: int) -> dict[str, LayerCodes]:
-        return self._sample(*self.policy(self.space.features))
+        return self.ask_many(episode, 1)[0]
 
     @torch.no_grad()
     def ask_many(self, episode: int, n: int) -> list[dict[str, LayerCodes]]:
-        """Up to ``n`` configs of the rollout before the next update (the policy is the same for all)."""
+        """Up to ``n`` configs of the rollout before the next update (the policy is the same for all, so
+        are its logits and the first head's distribution, whose mask depends on nothing chosen)."""
         m = max(1, min(n, self.cfg.update_timestep - len(self.buffer["rewards"])))
         logits, value = self.policy(self.space.features)
-        return [self._sample(logits, value) for _ in range(m)]
+        first = self._log_probs(logits, self.heads[0], {})
+        return [self._sample(logits, value, first) for _ in range(m)]
 
-    def _sample(self, logits: dict[str, torch.Tensor], value: torch.Tensor) -> dict[str, LayerCodes]:
+    def _log_probs(self, logits: dict[str, torch.Tensor], head: str,
+                   chosen: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked log-probabilities of ``head`` given the codes chosen before it, and the probabilities."""
+        tm = self.tmax if head == "tmax" else chosen.get("tmax", self.tmax)
+        mask = masks(head, tm, chosen.get("t1"), chosen.get("t2"))
+        log_probs = torch.log_softmax(logits[head].masked_fill(~mask, float("-inf")), 1)
+        return log_probs, log_probs.exp()
+
+    def _sample(self, logits: dict[str, torch.Tensor], value: torch.Tensor,
+                first: tuple[torch.Tensor, torch.Tensor]) -> dict[str, LayerCodes]:
         """One legal config from the policy's logits (buffered with its log-probability and value)."""
         chosen: dict[str, torch.Tensor] = {}
         logp = torch.zeros(())
         for head in self.heads:
-            tm = self.tmax if head == "tmax" else chosen.get("tmax", self.tmax)
-            mask = masks(head, tm, chosen.get("t1"), chosen.get("t2"))
-            log_probs = torch.log_softmax(logits[head].masked_fill(~mask, float("-inf")), 1)
-            chosen[head] = torch.multinomial(log_probs.exp(), 1, generator=self.gen).squeeze(1)
+            log_probs, probs = first if head == self.heads[0] else self._log_probs(logits, head, chosen)
+            chosen[head] = torch.multinomial(probs, 1, generator=self.gen).squeeze(1)
             logp = logp + log_probs.gather(1, chosen[head][:, None]).sum()
         actions = torch.stack([chosen[h] for h in self.heads], 1)
         self.buffer["actions"].append(actions)
