@@ -298,3 +298,19 @@ def test_search_loop_gives_the_same_search_batched_and_one_at_a_time(lenet_evalu
         assert out.history == one.history
         assert [(c.reward, c.episode, c.config) for c in out.top.best()] == \
             [(c.reward, c.episode, c.config) for c in one.top.best()]
+
+
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+def test_episode_inputs_by_lookup_equal_normalize(sample, monkeypatch, kernel) -> None:
+    from triseg.approx import lut
+    from triseg.data import normalize
+    from triseg.search.base import EpisodeBatches
+
+    if kernel == "numpy":
+        monkeypatch.setattr(lut, "numba", None)
+    elif lut.numba is None:
+        pytest.skip("numba is not installed")
+    batches = EpisodeBatches(None, sample.train, 16, [], seed=0)
+    expect = torch.cat([normalize(sample.train.x[batches.order[e % batches.num_batches]]) for e in (0, 5, 3, 40)])
+    assert torch.equal(batches.inputs_many([0, 5, 3, 40]), expect)
+    assert torch.equal(batches.inputs(5), expect[16:32])

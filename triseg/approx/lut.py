@@ -96,6 +96,28 @@ if numba is not None:
             out[i] = table[codes[i]]
 
 
+if numba is not None:
+    @numba.njit(cache=True, nogil=True)
+    def _numba_lookup_planes(codes: np.ndarray, tables: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+        c = tables.shape[0]
+        for plane in range(codes.shape[0]):
+            table = tables[plane % c]
+            src, dst = codes[plane], out[plane]
+            for i in range(src.size):
+                dst[i] = table[src[i]]
+
+
+def lookup_planes(x: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """float32 ``tables[c, x[n, c, ...]]`` of a contiguous uint8 (N, C, ...) tensor: a per-channel function
+    of the byte (input normalisation, for one) in one pass."""
+    n, c = x.shape[:2]
+    if numba is None:
+        return tables[torch.arange(c).view(1, c, *([1] * (x.dim() - 2))), x.long()]
+    out = torch.empty(x.shape, dtype=torch.float32)
+    _numba_lookup_planes(x.contiguous().view(n * c, -1).numpy(), tables.numpy(), out.view(n * c, -1).numpy())
+    return out
+
+
 @functools.lru_cache(maxsize=4096)
 def value_table(scale: float, zero_point: int, squared: bool = False) -> np.ndarray:
     """The float32 value (or its square) of each of the 256 quint8 values, computed by torch's own

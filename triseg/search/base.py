@@ -13,7 +13,7 @@ from torch import nn
 
 from triseg.approx.config import LayerCodes
 from triseg.approx.losses import at_loss, attention_map
-from triseg.approx.lut import int8_values
+from triseg.approx.lut import int8_values, lookup_planes
 from triseg.approx.student import BatchEditRecorder, Config, install
 from triseg.data import Split, normalize
 from triseg.hardware.cost import OFFSET, CostRecorder, consumers
@@ -55,11 +55,20 @@ class EpisodeBatches:
         self.num_batches = len(split) // batch_size
         self.order = order[: self.num_batches * batch_size].view(self.num_batches, batch_size)
         self._cache: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        self._normalized: torch.Tensor | None = None
         self._multiplies: dict[int, int] = {}
 
     def inputs(self, episode: int) -> torch.Tensor:
         """Normalised images of the batch used at ``episode``."""
-        return normalize(self.split.x[self.order[episode % self.num_batches]])
+        return self.inputs_many([episode])
+
+    def inputs_many(self, episodes: Sequence[int]) -> torch.Tensor:
+        """The batches of ``episodes`` one after the other, normalised in one pass (each channel's 256 byte
+        values normalised once by :func:`normalize` itself, then looked up: the same floats)."""
+        x = self.split.x[self.order[[e % self.num_batches for e in episodes]].flatten()]
+        if self._normalized is None:
+            self._normalized = normalize(torch.arange(256, dtype=torch.uint8).view(256, 1).expand(1, x.shape[1], 256, 1))[0, :, :, 0]
+        return lookup_planes(x, self._normalized)
 
     @torch.no_grad()
     def teacher_outputs(self, episode: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -139,7 +148,7 @@ class Evaluator:
         rec.set_configs(configs)
         self.model.recorder = rec
         try:
-            logits = self.model(torch.cat([self.batches.inputs(e) for e in episodes]))
+            logits = self.model(self.batches.inputs_many(episodes))
         finally:
             self.model.recorder = None
             if counter is not None:
