@@ -1,4 +1,6 @@
-"""Does a sweep reproduce a committed search_compare grid? Cell by cell: the chosen maps and the validation drop.
+"""Does a sweep reproduce a committed search_compare.py grid? Cell by cell: the chosen maps and the validation drop.
+
+search_compare.py is retired; its results (``<strategy>__seed<seed>.json``) stay under ``results/compare/``.
 
     python benchmarks/sweep_match.py examples/sweep_lenet5.toml results/compare/lenet5
 """
@@ -18,7 +20,8 @@ from triseg import api, sweep  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("spec", help="the sweep's spec")
-    p.add_argument("compare", help="folder of <strategy>__seed<seed>.json results from search_compare.py")
+    p.add_argument("compare", help="folder of <strategy>__seed<seed>.json results (the retired search_compare.py's "
+                                   "layout)")
     a = p.parse_args()
     spec = sweep.load_spec(a.spec)
     rows, same = [], 0

@@ -520,8 +520,8 @@ def write_table(spec: Spec) -> Path:
     lines += ["| " + " | ".join(table_row(name, table[name])) + " |" for name in order]
     chosen = {name: runs for name, runs in rows.items() if any(t is not None for _, t in table[name])}
     if chosen:
-        lines += ["", "Final test (`--final-test`): each (model, strategy, objective) group's row chosen on validation, "
-                  "every seed evaluated once; test drop per seed, validation drop in brackets", "",
+        lines += ["", "Final test (`--final-test`): each (model, strategy, objective) group's row chosen on "
+                  "validation, every seed evaluated once; test drop per seed, validation drop in brackets", "",
                   "| row | test drop per seed (val drop) |", "|---|---|"]
         for name, runs in chosen.items():
             seeds = [f"seed {c.name.rsplit('__seed', 1)[1]}: " + (
