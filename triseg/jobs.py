@@ -537,7 +537,7 @@ class SweepConfig(Options):
                                        "instead of starting a local Ray")
     max_parallel: int | None = option(None, "at most N cells at once (default: one per CPU Ray sees)",
                                       check=POSITIVE, metavar="N")
-    final_test: bool = option(False, "evaluate the best validation result of each (model, strategy, objective) "
-                                     "group once on test and write the table (run after the sweep)")
+    final_test: bool = option(False, "evaluate every seed of each (model, strategy, objective) group's row chosen "
+                                     "on validation once on test and write the table (run after the sweep)")
     spec: str = option("", "the sweep's TOML (or YAML) file: grid, shared options, output folder",
                        check=input_file(required=True), positional=True, metavar="SPEC")
