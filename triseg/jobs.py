@@ -113,8 +113,8 @@ class SpaceOptions(Options):
     tmax_percentile: float = option(TMAX_PERCENTILE, "tmax = this percentile of the non-zero codes + --tmax-margin",
                                     check=between(0, 100, low_open=True))
     tmax_margin: int = option(TMAX_MARGIN, "added to the percentile for tmax", check=between(-255, 255))
-    dynamic_tmax: bool = option(False, "search tmax per layer in [10, the backend's top code] (random, tpe, cmaes, ladder, "
-                                       "greedy, ppo, ppo-warm); the rule's tmax is then only the starting point")
+    dynamic_tmax: bool = option(False, "search tmax per layer in [10, the backend's top code] (random, tpe, cmaes, "
+                                       "greedy, ladder, ppo, ppo-warm); the rule's tmax is then only the starting point")
 
 
 @dataclass
