@@ -130,3 +130,22 @@ def test_ladder_job_climbs_on_one_fixed_slice_and_selects_on_val(tmp_path, sampl
     assert min(lefts) < max(lefts)  # the climb moved the savings
     with pytest.raises(TrisegError, match="fewer than --episode-images"):
         api.make_evaluator(teacher, sample, api.SearchConfig(model="lenet5", episode_images=len(sample.train) + 1))
+
+
+def test_the_search_ends_with_the_climb_and_a_resume_ends_there_too(tmp_path) -> None:
+    from triseg.search.run import SearchSettings, run_search
+
+    class FakeEvaluator:
+        evaluations = 0
+
+        def score(self, config, episode):
+            self.evaluations += 1
+            return fake_score(config, episode)
+
+    settings = SearchSettings(episodes=500, top_k=5, checkpoint_every=7, objective="savings")
+    strategy = LadderStrategy(space(), LadderConfig(stop_distill=1e6))
+    outcome = run_search(strategy, FakeEvaluator(), settings, tmp_path / "ck.pt", tmp_path / "runs")
+    assert strategy.done and outcome.finished and len(outcome.history) < 500
+    again = LadderStrategy(space(), LadderConfig(stop_distill=1e6))
+    resumed = run_search(again, FakeEvaluator(), settings, tmp_path / "ck.pt", tmp_path / "runs", resume=True)
+    assert len(resumed.history) == len(outcome.history) and again.rung == strategy.rung

@@ -15,7 +15,7 @@ savings selection then picks, on validation, the last point of the path within t
 A round compares its moves with each other and with the incumbent, so they must see the same images:
 use it with ``--episode-images N`` (every episode on one fixed slice of N training images).
 The climb ends when every layer is at the top or the incumbent's distillation loss exceeds
-``stop_distill`` times its starting value; later episodes re-score the final config.
+``stop_distill`` times its starting value; ``done`` then ends the search loop before the budget.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
 
     ``resume`` needs the checkpoint (a one-line error without it, or when it is damaged or was made with
     other settings); ``resume_or_start`` uses it when present. ``stop_after`` ends the run early with a
-    checkpoint of exactly the episodes done.
+    checkpoint of exactly the episodes done. A strategy whose ``done`` attribute turns true (the ladder at
+    the end of its climb) ends the search before the budget.
     """
     top = candidate_list(settings.objective, settings.top_k)
     history: list[dict[str, float]] = []
@@ -104,7 +105,7 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
     saved = False
     episode = start
     try:
-        while episode < settings.episodes:
+        while episode < settings.episodes and not getattr(strategy, "done", False):
             group = _group_end(episode, settings) - episode
             for config, score, losses in _steps(strategy, evaluator, episode, group):
                 top.add(config, score, episode)
@@ -141,6 +142,8 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
         if not saved:
             writer.discard()  # no checkpoint of this run to resume: take back its TensorBoard files
         raise
+    if episode < settings.episodes:  # the strategy is done before the budget: a resume must end here too
+        save(episode)
     bar.close()
     writer.close()
     return SearchOutcome(top, history, time.time() - t0, finished=True)
