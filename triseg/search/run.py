@@ -139,6 +139,7 @@ def run_search(strategy: Strategy, evaluator: Evaluator, settings: SearchSetting
                 writer.close()
                 return SearchOutcome(top, history, time.time() - t0, finished=False)
     except TrisegError:
+        bar.close()  # the error line must not share a line with the bar
         if not saved:
             writer.discard()  # no checkpoint of this run to resume: take back its TensorBoard files
         raise
