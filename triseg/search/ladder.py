@@ -6,13 +6,15 @@ minimum-MSE map (:mod:`triseg.search.exact_mse`) is a good map at no evaluation 
 ladder of rungs: tmax at rising percentiles of its non-zero calibration codes (``PERCENTILES``,
 duplicates dropped, clamped to the legal range), each with its exact-MSE map.
 
-The climb starts with every layer on its first rung. A round proposes, for every layer not at the top,
-the incumbent with that layer one rung up; the move taken is the one that removes the most multiplies
-per unit of distillation loss it adds (a move that adds none is taken first, the largest saving
-among those). Every config the climb visits lies on its path from few savings to many; the job's
-savings selection then picks, on validation, the last point of the path within the drop limit.
+The climb starts with every layer on its first rung and scores, for every layer, the incumbent with
+that layer one rung up. It takes the move that removes the most multiplies per unit of distillation
+loss it adds (a move that adds none first, the largest saving among those). After a move it scores
+the moved layer's next rung and re-scores only the move that looks best on an older score, until the
+best move is one scored against the current incumbent (lazy greedy: a move's worth changes little
+when another layer moves, so a step costs about two evaluations instead of one per layer). Every
+config scored goes into the Pareto archive; the job's savings selection then picks on validation.
 
-A round compares its moves with each other and with the incumbent, so they must see the same images:
+The climb compares moves with each other and with the incumbent, so they must see the same images:
 use it with ``--episode-images N`` (every episode on one fixed slice of N training images).
 The climb ends when every layer is at the top or the incumbent's distillation loss exceeds
 ``stop_distill`` times its starting value; ``done`` then ends the search loop before the budget.
@@ -48,17 +50,13 @@ def rungs(space: SearchSpace, layer: str) -> list[LayerCodes]:
     return [exact_mse_codes(hist.counts, t)[0] for t in tmaxes]
 
 
-def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Whether move ``a`` = (saving, added loss) beats ``b``: free moves first, then saving per added loss."""
-    def key(m: tuple[float, float]) -> tuple[int, float]:
-        saving, added = m
-        return (1, saving) if added <= 0 else (0, saving / added)
-
-    return key(a) > key(b)
+def _key(saving: float, added: float) -> tuple[int, float]:
+    """Order of moves: a move that adds no loss first (most saving), then saving per added loss."""
+    return (1, saving) if added <= 0 else (0, saving / added)
 
 
 class LadderStrategy:
-    """Greedy climb; ``ask`` returns the pending configs of the current round one by one."""
+    """Lazy greedy climb: ``ask`` returns the configs whose scores the next decision needs, one by one."""
 
     name = "ladder"
 
@@ -68,17 +66,17 @@ class LadderStrategy:
         self.rung = {layer: 0 for layer in space.layers}
         self.incumbent: tuple[float, float] | None = None  # (distill, multiplies left) of the current config
         self.start_distill: float | None = None
+        self.moves = 0  # moves taken so far
+        # per layer, its next rung's last score: (saving, added loss) against the incumbent of then,
+        # (distill, multiplies left) of the moved config, and the move count it was measured at
+        self.measured: dict[str, tuple[float, float, float, float, int]] = {}
         self.pending: list[str | None] = [None]  # None: score the incumbent itself
-        self.results: list[tuple[str, float, float]] = []
         self.done = False
 
     def config(self, rung: dict[str, int] | None = None) -> dict[str, LayerCodes]:
         """The config of the given rungs (default: the incumbent's)."""
         rung = rung or self.rung
         return {layer: self.ladders[layer][r] for layer, r in rung.items()}
-
-    def _moves(self) -> list[str | None]:
-        return [layer for layer in self.space.layers if self.rung[layer] + 1 < len(self.ladders[layer])]
 
     def ask(self, episode: int) -> dict[str, LayerCodes]:
         if self.done or not self.pending:
@@ -94,37 +92,49 @@ class LadderStrategy:
         layer = self.pending.pop(0)
         if layer is None:
             self.incumbent = (score.distill, score.multiplies_left)
-            self.start_distill = score.distill if self.start_distill is None else self.start_distill
+            self.start_distill = score.distill
         else:
-            self.results.append((layer, score.distill, score.multiplies_left))
-        if self.pending:
-            return {}
-        if self.results:
-            self._take_best()
-        self.results = []
-        limit = self.cfg.stop_distill * max(self.start_distill or 0.0, 1e-12)
-        self.pending = self._moves()
-        self.done = not self.pending or self.incumbent is None or self.incumbent[0] > limit
+            assert self.incumbent is not None
+            d, m = self.incumbent
+            self.measured[layer] = (m - score.multiplies_left, score.distill - d, score.distill,
+                                    score.multiplies_left, self.moves)
+        if not self.pending:
+            self._decide()
         return {"rungs_climbed": float(sum(self.rung.values()))}
 
-    def _take_best(self) -> None:
-        assert self.incumbent is not None
-        distill, left = self.incumbent
-        best = None
-        for layer, d, m in self.results:
-            move = (left - m, d - distill)
-            if best is None or _better(move, best[0]):
-                best = (move, layer, d, m)
-        assert best is not None
-        _, layer, d, m = best
-        self.rung[layer] += 1
-        self.incumbent = (d, m)
+    def _decide(self) -> None:
+        """Take the best move once its score is fresh; else ask for what is missing or stale.
+
+        Every movable layer's next rung is scored once; after a move only the best-looking stale move
+        is re-scored (lazy greedy: a move's worth changes little when another layer moves), until
+        the best move is one scored against the current incumbent.
+        """
+        while True:
+            movable = [k for k in self.space.layers if self.rung[k] + 1 < len(self.ladders[k])]
+            limit = self.cfg.stop_distill * max(self.start_distill or 0.0, 1e-12)
+            if not movable or self.incumbent is None or self.incumbent[0] > limit:
+                self.done = True
+                return
+            missing = [k for k in movable if k not in self.measured]
+            if missing:
+                self.pending = missing
+                return
+            best = max(movable, key=lambda k: (_key(*self.measured[k][:2]), -movable.index(k)))
+            saving, added, d, m, at = self.measured.pop(best)
+            if at != self.moves:
+                self.measured[best] = (saving, added, d, m, at)
+                self.pending = [best]
+                return
+            self.rung[best] += 1
+            self.incumbent = (d, m)
+            self.moves += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"rung": self.rung, "incumbent": self.incumbent, "start_distill": self.start_distill,
-                "pending": self.pending, "results": self.results, "done": self.done}
+                "moves": self.moves, "measured": self.measured, "pending": self.pending, "done": self.done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rung, self.incumbent = dict(state["rung"]), state["incumbent"]
-        self.start_distill, self.pending = state["start_distill"], list(state["pending"])
-        self.results, self.done = list(state["results"]), state["done"]
+        self.start_distill, self.moves = state["start_distill"], state["moves"]
+        self.measured, self.pending = dict(state["measured"]), list(state["pending"])
+        self.done = state["done"]
