@@ -67,7 +67,8 @@ class EpisodeBatches:
         values normalised once by :func:`normalize` itself, then looked up: the same floats)."""
         x = self.split.x[self.order[[e % self.num_batches for e in episodes]].flatten()]
         if self._normalized is None:
-            self._normalized = normalize(torch.arange(256, dtype=torch.uint8).view(256, 1).expand(1, x.shape[1], 256, 1))[0, :, :, 0]
+            byte_values = torch.arange(256, dtype=torch.uint8).view(256, 1).expand(1, x.shape[1], 256, 1)
+            self._normalized = normalize(byte_values)[0, :, :, 0]
         return lookup_planes(x, self._normalized)
 
     @torch.no_grad()
@@ -115,8 +116,9 @@ class Evaluator:
         self.objective, self.savings_weight = objective, savings_weight
         self.evaluations = 0
         self.recorder = BatchEditRecorder(model, batches.attention_taps)
-        attach(model, self.recorder)  # looks up the tap producers once; detached again right away
-        attach(model, None)
+        previous = model.recorder
+        attach(model, self.recorder)  # looks up the tap producers once; each pass then only sets model.recorder
+        model.recorder = previous
         self._teacher_probs: dict[int, torch.Tensor] = {}
 
     def group_size(self, most: int) -> int:
