@@ -120,3 +120,16 @@ def test_cost_table_overrides_and_one_line_errors(tmp_path) -> None:
             load_table(path)
     with pytest.raises(TrisegError, match="not found"):
         load_table(tmp_path / "none.json")
+
+
+def test_multiplied_per_block_counts_each_block_with_its_map_and_never_wraps_uint8() -> None:
+    from triseg.hardware.cost import multiplied_per_block
+
+    geo = tuple(sorted({"kind": "linear", "weight_shape": (3, 4), "stride": None, "padding": None,
+                        "dilation": None, "groups": 1}.items()))
+    q = torch.tensor([[200, 205, 210, 44], [200, 205, 210, 44]], dtype=torch.uint8)  # codes 0, 5, 10, -156
+    x = torch._make_per_tensor_quantized_tensor(q, 0.1, 200)
+    near = LayerCodes(2, 5, 7, 10, 12)   # v1 = 5, v2 = 10: one operand a row left to multiply (code -156)
+    wrap = LayerCodes(2, 5, 7, 100, 120)  # 200 + 100 = 300 wraps to 44 in uint8: must not match code -156
+    assert multiplied_per_block(None, x, geo, [near, wrap]) == [3 * 1, 3 * 2]
+    assert multiplied_per_block(None, x, geo, [None]) == [3 * 3 * 2]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import weakref
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -145,6 +145,41 @@ def _flat_weights(geo_key: tuple, shape: tuple[int, ...]) -> tuple[torch.Tensor,
     the layer's geometry and the input shape only)."""
     weights, per_image = _element_weights(dict(geo_key), torch.empty(shape, dtype=torch.int8))
     return weights.expand(shape).flatten().contiguous(), per_image
+
+
+@functools.lru_cache(maxsize=256)
+def _position_weights(geo_key: tuple, shape: tuple[int, ...]) -> torch.Tensor:
+    """:func:`_element_weights` of a layer for an input of ``shape``, without the batch and channel axes of a
+    conv input ((H, W)) or the batch axis of a linear input ((F,)); cached like :func:`_flat_weights`."""
+    weights, _ = _element_weights(dict(geo_key), torch.empty(shape, dtype=torch.int8))
+    return weights.expand((1, *shape[1:]))[0, 0] if len(shape) == 4 else weights.expand((1, *shape[1:]))[0]
+
+
+def multiplied_per_block(module: nn.Module, x: torch.Tensor, geo_key: tuple,
+                         maps: Sequence[LayerCodes | None]) -> list[int]:
+    """Real multiplies at a consumer's input ``x`` for each of ``len(maps)`` equal blocks of its batch.
+
+    The same rule as :class:`CostRecorder`: an operand is skipped when its code is zero, selected when it
+    equals v1 or v2 of the block's map (``None``: the source is not approximated), else multiplied. Only
+    this count is computed: one mask of the raw codes per block, summed over batch and channels and
+    weighted by the MACs of each position, no histogram.
+    """
+    if x.is_quantized:
+        codes, zero = x.int_repr(), int(x.q_zero_point())
+    else:
+        codes, zero = _codes(module, x)[0], 0
+    weights = _position_weights(geo_key, tuple(codes.shape))
+    reduce = (0, 1) if codes.dim() == 4 else (0,)
+    n = codes.shape[0] // len(maps)
+    out = []
+    for i, c in enumerate(maps):
+        block = codes[i * n:(i + 1) * n]
+        mask = block != zero
+        for v in () if c is None else (c.v1, c.v2):
+            if not x.is_quantized or 0 <= zero + v <= 255:  # a uint8 comparison would wrap a value beyond
+                mask &= block != zero + v
+        out.append(round(float((mask.sum(reduce).to(torch.float64) * weights).sum())))
+    return out
 
 
 class CostRecorder(Recorder):

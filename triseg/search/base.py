@@ -16,8 +16,7 @@ from triseg.approx.losses import at_loss, attention_map
 from triseg.approx.lut import int8_values, lookup_planes
 from triseg.approx.student import BatchEditRecorder, Config, install
 from triseg.data import Split, normalize
-from triseg.hardware.cost import OFFSET, CostRecorder, consumers
-from triseg.hardware.cost import _codes as cost_codes, _flat_weights as flat_weights
+from triseg.hardware.cost import CostRecorder, consumers, multiplied_per_block
 from triseg.recorder import attach
 
 
@@ -207,19 +206,12 @@ class _CopyCounter:
 
     def _hook(self, key: tuple):
         def hook(module: nn.Module, args: tuple) -> None:
-            codes, scale = cost_codes(module, args[0])
+            scale = float(args[0].q_scale()) if args[0].is_quantized else float(module.s_in)
             source = next((self.layer_of[name] for name, s in reversed(self.recorder.seen)
                            if s == scale and name in self.layer_of), None)
-            weights = flat_weights(key, tuple(codes.shape))[0]
-            k, width = len(self.configs), 2 * OFFSET
-            block = torch.arange(k).repeat_interleave(codes.numel() // k) * width
-            hist = torch.bincount((codes + OFFSET).flatten() + block, weights=weights,
-                                  minlength=k * width).view(k, width)
-            counted, zero = hist.sum(1).tolist(), hist[:, OFFSET].tolist()
-            for i, config in enumerate(self.configs):
-                c = config.get(source) if source is not None else None
-                selected = 0 if c is None else round(float(hist[i, OFFSET + c.v1] + hist[i, OFFSET + c.v2]))
-                self.multiplies[i] += round(counted[i]) - round(zero[i]) - selected
+            maps = [config.get(source) if source is not None else None for config in self.configs]
+            for i, count in enumerate(multiplied_per_block(module, args[0], key, maps)):
+                self.multiplies[i] += count
         return hook
 
     def close(self) -> None:
