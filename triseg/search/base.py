@@ -65,6 +65,8 @@ class EpisodeBatches:
         """The batches of ``episodes`` one after the other, normalised in one pass (each channel's 256 byte
         values normalised once by :func:`normalize` itself, then looked up: the same floats)."""
         x = self.split.x[self.order[[e % self.num_batches for e in episodes]].flatten()]
+        if x.device.type != "cpu":
+            return normalize(x)
         if self._normalized is None:
             byte_values = torch.arange(256, dtype=torch.uint8).view(256, 1).expand(1, x.shape[1], 256, 1)
             self._normalized = normalize(byte_values)[0, :, :, 0]
