@@ -38,8 +38,6 @@ from triseg.approx.lut import LutEdit
 from triseg.data import Split, batches
 from triseg.recorder import Recorder, attach
 
-OFFSET = 256  # codes lie in [-255, 255]; histograms are indexed by code + OFFSET
-
 
 @dataclass
 class LayerCost:
@@ -140,46 +138,50 @@ def consumers(model: nn.Module) -> list[tuple[str, nn.Module, tuple]]:
 
 
 @functools.lru_cache(maxsize=256)
-def _flat_weights(geo_key: tuple, shape: tuple[int, ...]) -> tuple[torch.Tensor, int]:
-    """:func:`_element_weights` expanded to a whole input of ``shape`` and flattened (cached: it depends on
-    the layer's geometry and the input shape only)."""
+def _position_weights(geo_key: tuple, shape: tuple[int, ...]) -> tuple[torch.Tensor, int]:
+    """:func:`_element_weights` of a layer for an input of ``shape`` without the batch and channel axes of a
+    conv input ((H, W)) or the batch axis of a linear input ((F,)), and the MACs per image (cached: they
+    depend on the layer's geometry and the input shape only)."""
     weights, per_image = _element_weights(dict(geo_key), torch.empty(shape, dtype=torch.int8))
-    return weights.expand(shape).flatten().contiguous(), per_image
+    full = weights.expand((1, *shape[1:]))
+    return (full[0, 0] if len(shape) == 4 else full[0]).contiguous(), per_image
 
 
-@functools.lru_cache(maxsize=256)
-def _position_weights(geo_key: tuple, shape: tuple[int, ...]) -> torch.Tensor:
-    """:func:`_element_weights` of a layer for an input of ``shape``, without the batch and channel axes of a
-    conv input ((H, W)) or the batch axis of a linear input ((F,)); cached like :func:`_flat_weights`."""
-    weights, _ = _element_weights(dict(geo_key), torch.empty(shape, dtype=torch.int8))
-    return weights.expand((1, *shape[1:]))[0, 0] if len(shape) == 4 else weights.expand((1, *shape[1:]))[0]
+def operand_macs(module: nn.Module, x: torch.Tensor, geo_key: tuple,
+                 maps: Sequence[LayerCodes | None]) -> list[tuple[int, int, int, int]]:
+    """At a consumer's input ``x`` split into ``len(maps)`` equal blocks of its batch: per block, its MACs
+    (padding included), the MACs of its elements, and of those the MACs whose operand is zero and whose
+    operand is v1 or v2 of the block's map (``None``: the source is not approximated).
 
-
-def multiplied_per_block(module: nn.Module, x: torch.Tensor, geo_key: tuple,
-                         maps: Sequence[LayerCodes | None]) -> list[int]:
-    """Real multiplies at a consumer's input ``x`` for each of ``len(maps)`` equal blocks of its batch.
-
-    The same rule as :class:`CostRecorder`: an operand is skipped when its code is zero, selected when it
-    equals v1 or v2 of the block's map (``None``: the source is not approximated), else multiplied. Only
-    this count is computed: one mask of the raw codes per block, summed over batch and channels and
-    weighted by the MACs of each position, no histogram.
+    One mask of the raw codes per value, summed over batch and channels and weighted by the MACs of each
+    position; no histogram, and uint8 codes are compared without wrapping.
     """
     if x.is_quantized:
         codes, zero = x.int_repr(), int(x.q_zero_point())
     else:
         codes, zero = _codes(module, x)[0], 0
-    weights = _position_weights(geo_key, tuple(codes.shape))
+    weights, per_image = _position_weights(geo_key, tuple(codes.shape))
     reduce = (0, 1) if codes.dim() == 4 else (0,)
     n = codes.shape[0] // len(maps)
+    per_element = float(weights.sum()) * (codes.shape[1] if codes.dim() == 4 else 1)
+
+    def macs_equal(block: torch.Tensor, v: int) -> int:
+        if x.is_quantized and not 0 <= zero + v <= 255:  # no uint8 code can equal it
+            return 0
+        return round(float(((block == zero + v).sum(reduce).to(torch.float64) * weights).sum()))
+
     out = []
     for i, c in enumerate(maps):
         block = codes[i * n:(i + 1) * n]
-        mask = block != zero
-        for v in () if c is None else (c.v1, c.v2):
-            if not x.is_quantized or 0 <= zero + v <= 255:  # a uint8 comparison would wrap a value beyond
-                mask &= block != zero + v
-        out.append(round(float((mask.sum(reduce).to(torch.float64) * weights).sum())))
+        selected = 0 if c is None else macs_equal(block, c.v1) + macs_equal(block, c.v2)
+        out.append((per_image * n, round(per_element * n), macs_equal(block, 0), selected))
     return out
+
+
+def multiplied_per_block(module: nn.Module, x: torch.Tensor, geo_key: tuple,
+                         maps: Sequence[LayerCodes | None]) -> list[int]:
+    """Real multiplies at a consumer's input for each block of its batch (:func:`operand_macs`)."""
+    return [counted - zero - selected for _, counted, zero, selected in operand_macs(module, x, geo_key, maps)]
 
 
 class CostRecorder(Recorder):
@@ -213,18 +215,10 @@ class CostRecorder(Recorder):
 
         def hook(module: nn.Module, args: tuple) -> None:
             x = args[0]
-            codes, scale = _codes(module, x)
+            scale = float(x.q_scale()) if x.is_quantized else float(module.s_in)
             source = next((layer for s, layer in reversed(self.recent) if s == scale), None)
-            weights, macs_per_image = _flat_weights(key, tuple(codes.shape))
-            hist = torch.bincount((codes + OFFSET).flatten(), weights=weights, minlength=2 * OFFSET)
-            batch = codes.shape[0]
-            macs = macs_per_image * batch
-            counted = round(float(hist.sum()))
-            skipped = round(float(hist[OFFSET])) + (macs - counted)
-            selected = 0
-            if source in self.config:
-                c = self.config[source]
-                selected = round(float(hist[OFFSET + c.v1] + hist[OFFSET + c.v2]))
+            [(macs, counted, zero, selected)] = operand_macs(module, x, key, [self.config.get(source)])
+            skipped = zero + (macs - counted)
             cost = self.counts.layers.setdefault(name, LayerCost(geo["kind"], source if source in self.config
                                                                  else None))
             cost.macs += macs
