@@ -147,41 +147,66 @@ def _position_weights(geo_key: tuple, shape: tuple[int, ...]) -> tuple[torch.Ten
     return (full[0, 0] if len(shape) == 4 else full[0]).contiguous(), per_image
 
 
+def _raw_codes(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A consumer input's raw codes (uint8 for INT8, int64 for the simulation) and the code of zero."""
+    if x.is_quantized:
+        return x.int_repr(), int(x.q_zero_point())
+    return _codes(module, x)[0], 0
+
+
+def _kept(block: torch.Tensor, zero: int, c: LayerCodes | None, quantized: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks of the operands that are zero, and that are zero, v1 or v2 of map ``c`` (not multiplied)."""
+    is_zero = block == zero
+    kept = is_zero.clone()
+    for v in () if c is None else (c.v1, c.v2):
+        if not quantized or 0 <= zero + v <= 255:  # a uint8 comparison would wrap a value beyond
+            kept |= block == zero + v
+    return is_zero, kept
+
+
+def _macs_of(mask: torch.Tensor, weights: torch.Tensor) -> int:
+    """MACs of the masked elements: the mask summed over batch and channels, weighted per position."""
+    if mask.dim() == 4:
+        if mask.is_contiguous(memory_format=torch.channels_last):  # sum along the contiguous channel axis
+            per_position = mask.permute(0, 2, 3, 1).sum(3, dtype=torch.int32).sum(0)
+        else:
+            per_position = mask.sum((0, 1), dtype=torch.int32)
+    else:
+        per_position = mask.sum(0, dtype=torch.int32)
+    return round(float((per_position.to(torch.float64) * weights).sum()))
+
+
 def operand_macs(module: nn.Module, x: torch.Tensor, geo_key: tuple,
                  maps: Sequence[LayerCodes | None]) -> list[tuple[int, int, int, int]]:
     """At a consumer's input ``x`` split into ``len(maps)`` equal blocks of its batch: per block, its MACs
     (padding included), the MACs of its elements, and of those the MACs whose operand is zero and whose
     operand is v1 or v2 of the block's map (``None``: the source is not approximated).
 
-    One mask of the raw codes per value, summed over batch and channels and weighted by the MACs of each
-    position; no histogram, and uint8 codes are compared without wrapping.
+    Masks of the raw codes summed over batch and channels and weighted by the MACs of each position;
+    no histogram, and uint8 codes are compared without wrapping.
     """
-    if x.is_quantized:
-        codes, zero = x.int_repr(), int(x.q_zero_point())
-    else:
-        codes, zero = _codes(module, x)[0], 0
+    codes, zero = _raw_codes(module, x)
     weights, per_image = _position_weights(geo_key, tuple(codes.shape))
-    reduce = (0, 1) if codes.dim() == 4 else (0,)
     n = codes.shape[0] // len(maps)
     per_element = float(weights.sum()) * (codes.shape[1] if codes.dim() == 4 else 1)
-
-    def macs_equal(block: torch.Tensor, v: int) -> int:
-        if x.is_quantized and not 0 <= zero + v <= 255:  # no uint8 code can equal it
-            return 0
-        return round(float(((block == zero + v).sum(reduce).to(torch.float64) * weights).sum()))
-
     out = []
     for i, c in enumerate(maps):
-        block = codes[i * n:(i + 1) * n]
-        selected = 0 if c is None else macs_equal(block, c.v1) + macs_equal(block, c.v2)
-        out.append((per_image * n, round(per_element * n), macs_equal(block, 0), selected))
+        is_zero, kept = _kept(codes[i * n:(i + 1) * n], zero, c, x.is_quantized)
+        zeros = _macs_of(is_zero, weights)
+        out.append((per_image * n, round(per_element * n), zeros, _macs_of(kept, weights) - zeros))
     return out
 
 
 def multiplied_per_block(module: nn.Module, x: torch.Tensor, geo_key: tuple,
                          maps: Sequence[LayerCodes | None]) -> list[int]:
-    """Real multiplies at a consumer's input for each block of its batch (:func:`operand_macs`)."""
-    return [counted - zero - selected for _, counted, zero, selected in operand_macs(module, x, geo_key, maps)]
+    """Real multiplies at a consumer's input for each block of its batch (what :func:`operand_macs` leaves
+    multiplied, with one weighted sum a block instead of two)."""
+    codes, zero = _raw_codes(module, x)
+    weights, _ = _position_weights(geo_key, tuple(codes.shape))
+    n = codes.shape[0] // len(maps)
+    per_element = float(weights.sum()) * (codes.shape[1] if codes.dim() == 4 else 1)
+    return [round(per_element * n) - _macs_of(_kept(codes[i * n:(i + 1) * n], zero, c, x.is_quantized)[1], weights)
+            for i, c in enumerate(maps)]
 
 
 class CostRecorder(Recorder):
