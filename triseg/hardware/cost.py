@@ -176,6 +176,17 @@ def _macs_of(mask: torch.Tensor, weights: torch.Tensor) -> int:
     return round(float((per_position.to(torch.float64) * weights).sum()))
 
 
+def _blocks(module: nn.Module, x: torch.Tensor, geo_key: tuple, maps: Sequence[LayerCodes | None]):
+    """Per equal block of a consumer input's batch, one per map: the block's raw codes, the code of zero,
+    its map, the MACs of each position, the block's MACs (padding included) and its elements' MACs."""
+    codes, zero = _raw_codes(module, x)
+    weights, per_image = _position_weights(geo_key, tuple(codes.shape))
+    n = codes.shape[0] // len(maps)
+    per_element = float(weights.sum()) * (codes.shape[1] if codes.dim() == 4 else 1)
+    for i, c in enumerate(maps):
+        yield codes[i * n:(i + 1) * n], zero, c, weights, per_image * n, round(per_element * n)
+
+
 def operand_macs(module: nn.Module, x: torch.Tensor, geo_key: tuple,
                  maps: Sequence[LayerCodes | None]) -> list[tuple[int, int, int, int]]:
     """At a consumer's input ``x`` split into ``len(maps)`` equal blocks of its batch: per block, its MACs
@@ -185,15 +196,11 @@ def operand_macs(module: nn.Module, x: torch.Tensor, geo_key: tuple,
     Masks of the raw codes summed over batch and channels and weighted by the MACs of each position;
     no histogram, and uint8 codes are compared without wrapping.
     """
-    codes, zero = _raw_codes(module, x)
-    weights, per_image = _position_weights(geo_key, tuple(codes.shape))
-    n = codes.shape[0] // len(maps)
-    per_element = float(weights.sum()) * (codes.shape[1] if codes.dim() == 4 else 1)
     out = []
-    for i, c in enumerate(maps):
-        is_zero, kept = _kept(codes[i * n:(i + 1) * n], zero, c, x.is_quantized)
+    for block, zero, c, weights, macs, counted in _blocks(module, x, geo_key, maps):
+        is_zero, kept = _kept(block, zero, c, x.is_quantized)
         zeros = _macs_of(is_zero, weights)
-        out.append((per_image * n, round(per_element * n), zeros, _macs_of(kept, weights) - zeros))
+        out.append((macs, counted, zeros, _macs_of(kept, weights) - zeros))
     return out
 
 
@@ -201,12 +208,8 @@ def multiplied_per_block(module: nn.Module, x: torch.Tensor, geo_key: tuple,
                          maps: Sequence[LayerCodes | None]) -> list[int]:
     """Real multiplies at a consumer's input for each block of its batch (what :func:`operand_macs` leaves
     multiplied, with one weighted sum a block instead of two)."""
-    codes, zero = _raw_codes(module, x)
-    weights, _ = _position_weights(geo_key, tuple(codes.shape))
-    n = codes.shape[0] // len(maps)
-    per_element = float(weights.sum()) * (codes.shape[1] if codes.dim() == 4 else 1)
-    return [round(per_element * n) - _macs_of(_kept(codes[i * n:(i + 1) * n], zero, c, x.is_quantized)[1], weights)
-            for i, c in enumerate(maps)]
+    return [counted - _macs_of(_kept(block, zero, c, x.is_quantized)[1], weights)
+            for block, zero, c, weights, _, counted in _blocks(module, x, geo_key, maps)]
 
 
 class CostRecorder(Recorder):
