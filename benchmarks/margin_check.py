@@ -6,7 +6,8 @@ estimates is optimistic: the chosen config's drop on new images is larger than o
 chosen on. This script measures that with split halves of the validation split: for each of
 ``--splits`` random halves A/B, select on A with each margin, and read the chosen config's drop on B.
 It reports, per margin, the mean multiplies left chosen, the mean optimism (drop on B - drop on A) and
-how often the drop on B exceeds the limit. The test split is never opened.
+how often the drop on B exceeds the limit (``api.split_half_risk``, what ``--margin-risk`` uses inside
+the selection). The test split is never opened.
 
     python benchmarks/margin_check.py --data-dir ../shared/data/cifar10-jpg.tar.gz \\
         --config-path results/savings/lenet5/cells/<cell>/tri_ppo_int_codes/result.json --model lenet5
@@ -23,7 +24,6 @@ import machine
 from triseg import api
 
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
-MARGINS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 
 
 def main() -> None:
@@ -42,36 +42,17 @@ def main() -> None:
     val = api.load_cifar10(args.data_dir).val
     print(f"{args.config_path}: {len(front)} front points, {len(val)} validation images, {machine.describe()}")
     correct_t = api.evaluate_student(teacher.model, {}, val, 500, coverage=False).predictions.eq(val.y)
-    rows = []
+    correct, lefts = [], []
     for point in front:
         config = {k: api.LayerCodes.from_json(k, v) for k, v in point["layers"].items()}
-        pred = api.evaluate_student(teacher.model, config, val, 500, coverage=False).predictions
-        rows.append((point["multiplies_left"], pred.eq(val.y)))
-    lefts = torch.tensor([r[0] for r in rows])
-    # per split and config: drop (points) on half A and on half B
-    loss = torch.stack([(correct_t.float() - c.float()) for _, c in rows])  # configs x images
-    gen = torch.Generator().manual_seed(0)
-    n = len(val)
-    drops_a, drops_b = [], []
-    for _ in range(args.splits):
-        perm = torch.randperm(n, generator=gen)
-        a, b = perm[: n // 2], perm[n // 2:]
-        drops_a.append(100 * loss[:, a].mean(1))
-        drops_b.append(100 * loss[:, b].mean(1))
-    da, db = torch.stack(drops_a), torch.stack(drops_b)  # splits x configs
+        correct.append(api.evaluate_student(teacher.model, config, val, 500, coverage=False).predictions.eq(val.y))
+        lefts.append(point["multiplies_left"])
+    rows = api.split_half_risk(correct_t, torch.stack(correct), torch.tensor(lefts), args.max_acc_drop, args.splits)
     print(f"\nlimit {args.max_acc_drop} points; selection on half A, read on half B ({args.splits} splits)\n")
     print("| margin | multiplies left chosen (mean) | optimism B - A (mean) | share of splits with drop on B > limit |")
     print("|---|---|---|---|")
-    for m in MARGINS:
-        ok = da <= args.max_acc_drop - m
-        masked = torch.where(ok, lefts.expand_as(da), torch.full_like(da, float("inf")))
-        pick = masked.argmin(1)
-        found = ok.any(1)
-        idx = torch.arange(len(pick))[found]
-        chosen_a, chosen_b = da[idx, pick[found]], db[idx, pick[found]]
-        over = (chosen_b > args.max_acc_drop).float().mean().item() if len(idx) else float("nan")
-        print(f"| {m:g} | {lefts[pick[found]].mean().item():.4f} | {(chosen_b - chosen_a).mean().item():.2f} | "
-              f"{over:.3f} ({len(idx)} splits found one) |")
+    for r in rows:
+        print(f"| {r['margin']:g} | {r['multiplies_left']:.4f} | {r['optimism']:.2f} | {r['over_limit']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -149,3 +149,34 @@ def test_selection_runs_the_teacher_on_val_once(tmp_path, sample, objective) -> 
     assert sum(passes) == 1
     expect = cost.hardware_report(model, result.config, sample.val, "val").to_json()
     assert result.settings["hardware"]["totals"] == expect["totals"]
+
+
+def test_split_half_risk_falls_with_the_margin() -> None:
+    from triseg.search.select import MARGINS, split_half_risk
+
+    gen = torch.Generator().manual_seed(0)
+    n = 4000
+    teacher = torch.ones(n, dtype=torch.bool)
+    safe = torch.ones(n, dtype=torch.bool)                     # drop 0, many multiplies left
+    risky = torch.rand(n, generator=gen) >= 0.019              # drop about 1.9 points, few left
+    rows = split_half_risk(teacher, torch.stack([safe, risky]), torch.tensor([0.9, 0.1]), 2.0, splits=400)
+    assert [r["margin"] for r in rows] == list(MARGINS)
+    assert rows[0]["over_limit"] > 0.2 and rows[-1]["over_limit"] < 0.05  # margin 0 picks the risky one often
+    assert rows[0]["multiplies_left"] < rows[-1]["multiplies_left"]
+    assert rows[0]["optimism"] > 0  # what is chosen on A looks better on A than on B
+
+
+def test_margin_risk_chooses_the_margin_on_validation(tmp_path, sample) -> None:
+    teacher = api.load_teacher("lenet5", tmp_path / "none", device="cpu")
+    cfg = api.SearchConfig(model="lenet5", output_dir=str(tmp_path), search="random", episodes=12, top_k=6,
+                           objective="savings", max_acc_drop=30.0, margin_risk=0.05, no_test=True, workers=1,
+                           space=api.SpaceOptions(calib_batches=2, dynamic_tmax=True))
+    result = api.run_search(cfg, teacher, sample).result
+    check = result.settings["margin_check"]
+    margin = next((c["margin"] for c in check if c["over_limit"] <= 0.05), check[-1]["margin"])
+    assert f"margin {margin:g};" in result.selection or result.selection.startswith("unconstrained")
+    assert result.validation.acc_drop <= 30.0 - margin or result.selection.startswith("unconstrained")
+    with pytest.raises(api.TrisegError, match="--margin-risk"):
+        api.SearchConfig(margin_risk=0.05)
+    with pytest.raises(api.TrisegError, match="--margin-risk"):
+        api.SearchConfig(objective="savings", margin_risk=1.5)

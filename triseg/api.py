@@ -41,6 +41,7 @@ from triseg.recorder import EditOnlyRecorder, attach
 from triseg.search.ppo import PPOConfig, PPOStrategy
 from triseg.search.registry import STRATEGIES
 from triseg.search.result import RunPaths, SearchResult, TestMetrics, Validation
+from triseg.search.select import split_half_risk
 from triseg.search.space import SearchSpace
 from triseg.search.space import build_space as calibrate_space
 from triseg.search.supervised import SupervisedConfig
@@ -66,7 +67,7 @@ __all__ = [
     "SearchResult", "SearchRun", "SearchSpace", "SpaceOptions", "Split", "StudentEval", "SupervisedConfig",
     "SupervisedJobConfig", "Teacher", "TestMetrics", "TrisegConfig", "TrisegError", "Validation", "WarmConfig",
     "build_space", "evaluate_student", "evaluate_test", "final_test", "load_cifar10", "load_config", "load_data",
-    "load_teacher", "make_evaluator", "run_search", "run_supervised",
+    "load_teacher", "make_evaluator", "run_search", "run_supervised", "split_half_risk",
     "IntegerModel", "LsqInferConfig", "LsqQatConfig", "LsqTrainConfig", "QuantNet", "build_lsq_model",
     "export_integer", "load_lsq_checkpoint", "lsq_infer", "lsq_model_from_checkpoint", "lsq_qat", "lsq_train",
     "to_qat",

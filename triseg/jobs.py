@@ -114,7 +114,8 @@ class SpaceOptions(Options):
                                     check=between(0, 100, low_open=True))
     tmax_margin: int = option(TMAX_MARGIN, "added to the percentile for tmax", check=between(-255, 255))
     dynamic_tmax: bool = option(False, "search tmax per layer in [10, the backend's top code] (random, tpe, cmaes, "
-                                       "greedy, ladder, ppo, ppo-warm); the rule's tmax is then only the starting point")
+                                       "greedy, ladder, ppo, ppo-warm); the rule's tmax is then only the starting "
+                                       "point")
 
 
 @dataclass
@@ -191,6 +192,11 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
     safety_margin: float = option(1.0, "savings: the chosen config's validation drop must stay within "
                                        "--max-acc-drop minus this margin",
                                   check=only_with("objective", "savings", check=between(0, 100)))
+    margin_risk: float | None = option(None, "savings: choose the safety margin on validation instead: the smallest "
+                                             "of 0, 0.25, 0.5, 0.75, 1, 1.5 with which selecting on random halves "
+                                             "of the validation split exceeds the limit on the other half in at most "
+                                             "this share of the splits (e.g. 0.05)",
+                                       check=only_with("objective", "savings", check=between(0, 1)))
     top_k: int = option(30, "configs kept for the validation pass (savings: points of the Pareto front)",
                         check=POSITIVE)
     eval_every: int = option(100, "log codes every N episodes", check=POSITIVE)

@@ -128,7 +128,8 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
         return SearchRun(None, paths, len(outcome.history))
     write_json(outcome.history, paths.history)
     savings = {"objective": "savings", "savings_weight": cfg.savings_weight, "safety_margin": cfg.safety_margin,
-               "dynamic_tmax": cfg.space.dynamic_tmax} if cfg.objective == "savings" else {}
+               "margin_risk": cfg.margin_risk, "dynamic_tmax": cfg.space.dynamic_tmax}
+    savings = savings if cfg.objective == "savings" else {}
     result = select_result(teacher, data, outcome.top, cfg.max_acc_drop, cfg.no_test, {
         **savings, "search": cfg.search, "episodes": episodes, "student_evaluations": evaluator.evaluations,
         "attention_weight": cfg.attention_weight, "tmax": space.tmax, "skipped_layers": space.skipped,
@@ -210,7 +211,10 @@ def select_result(teacher: Teacher, data: Cifar10, top: TopK | ParetoArchive, ma
     teacher_val = teacher_on_validation(teacher.model, data.val) if savings or no_test else None
     if savings:
         chosen, extra["pareto_front"] = select_savings(teacher.model, data.val, top.best(), max_acc_drop,
-                                                       settings["safety_margin"], teacher=teacher_val)
+                                                       settings["safety_margin"], teacher=teacher_val,
+                                                       risk=settings.get("margin_risk"))
+        if chosen.margin_check is not None:
+            extra["margin_check"] = chosen.margin_check
     else:
         chosen = select_on_validation(teacher.model, data.val, top, max_acc_drop, teacher=teacher_val)
     result = SearchResult(teacher.name, teacher.backend, chosen.config, chosen.reason, chosen.validation,

@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -29,6 +30,43 @@ class Selection:
     reason: str
     validation: Validation
     counts: CostCounts | None = None
+    margin_check: list[dict[str, float]] | None = None
+
+
+MARGINS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)  # the safety margins a risk-chosen margin picks from
+
+
+def split_half_risk(teacher_correct: torch.Tensor, correct: torch.Tensor, lefts: torch.Tensor, max_acc_drop: float,
+                    splits: int = 1000, seed: int = 0) -> list[dict[str, float]]:
+    """How optimistic the savings selection is, measured on validation alone.
+
+    ``teacher_correct`` (images) and ``correct`` (candidates x images) say which validation images are
+    classified right; ``lefts`` are the candidates' multiplies left. For ``splits`` random halves A/B it
+    selects on A with each margin of ``MARGINS`` (fewest multiplies left with drop <= limit - margin) and
+    reads the chosen candidate's drop on B. Per margin: the mean multiplies left chosen, the mean
+    optimism (drop on B - drop on A) and the share of splits whose drop on B exceeds the limit (where no
+    candidate is within the budget on A, the most accurate one is chosen, as the selection does). Half
+    the images make each drop noisier than the whole split's, so the shares are pessimistic.
+    """
+    loss = teacher_correct.float() - correct.float()  # candidates x images
+    gen = torch.Generator().manual_seed(seed)
+    n = loss.shape[1]
+    drops_a, drops_b = [], []
+    for _ in range(splits):
+        perm = torch.randperm(n, generator=gen)
+        drops_a.append(100 * loss[:, perm[: n // 2]].mean(1))
+        drops_b.append(100 * loss[:, perm[n // 2:]].mean(1))
+    da, db = torch.stack(drops_a), torch.stack(drops_b)  # splits x candidates
+    rows = []
+    for m in MARGINS:
+        ok = da <= max_acc_drop - m
+        fewest = torch.where(ok, lefts.double().expand_as(da), torch.full_like(da, float("inf"), dtype=torch.float64))
+        pick = torch.where(ok.any(1), fewest.argmin(1), da.argmin(1))  # none within: the most accurate, as selected
+        every = torch.arange(splits)
+        a, b = da[every, pick], db[every, pick]
+        rows.append({"margin": m, "multiplies_left": lefts[pick].double().mean().item(),
+                     "optimism": (b - a).mean().item(), "over_limit": (b > max_acc_drop).double().mean().item()})
+    return rows
 
 
 def teacher_on_validation(model: nn.Module, val: Split, batch_size: int = 256) -> CostCounts:
@@ -69,12 +107,14 @@ def select_on_validation(model: nn.Module, val: Split, top: TopK, max_acc_drop: 
 
 
 def select_savings(model: nn.Module, val: Split, candidates: list[Candidate], max_acc_drop: float,
-                   margin: float, batch_size: int = 256,
-                   teacher: CostCounts | None = None) -> tuple[Selection, list[dict[str, Any]]]:
+                   margin: float, batch_size: int = 256, teacher: CostCounts | None = None,
+                   risk: float | None = None) -> tuple[Selection, list[dict[str, Any]]]:
     """Among the candidates, the fewest multiplies left (counted on val) with val drop <= limit - margin.
 
-    Returns the selection (with the chosen config's counts) and the Pareto front (val drop vs multiplies
-    left) of all validated candidates. ``teacher`` as in :func:`select_on_validation`.
+    With ``risk``, the margin is chosen on validation instead: the smallest of ``MARGINS`` whose
+    :func:`split_half_risk` share over the limit is at most ``risk`` (else the largest); the table goes
+    into the selection. Returns the selection (with the chosen config's counts) and the Pareto front
+    (val drop vs multiplies left) of all validated candidates. ``teacher`` as in :func:`select_on_validation`.
     """
     teacher = teacher or teacher_on_validation(model, val, batch_size)
     teacher_acc = teacher.accuracy(val.y)
@@ -87,6 +127,12 @@ def select_savings(model: nn.Module, val: Split, candidates: list[Candidate], ma
                      "multiplies_left": counts.total("multiplied") / teacher_mult})
     if not rows:
         raise RuntimeError("the search produced no candidate configs")
+    check = None
+    if risk is not None:
+        correct = torch.stack([torch.cat(r["counts"].predictions).eq(val.y) for r in rows])
+        check = split_half_risk(torch.cat(teacher.predictions).eq(val.y), correct,
+                                torch.tensor([r["multiplies_left"] for r in rows]), max_acc_drop)
+        margin = next((c["margin"] for c in check if c["over_limit"] <= risk), MARGINS[-1])
     budget = max_acc_drop - margin
     within = [r for r in rows if r["val_drop"] <= budget]
     if within:
@@ -104,7 +150,7 @@ def select_savings(model: nn.Module, val: Split, candidates: list[Candidate], ma
     front = [{"val_drop": r["val_drop"], "val_acc": r["val_acc"], "multiplies_left": r["multiplies_left"],
               "episode": r["candidate"].episode, "layers": {k: v.to_json() for k, v in r["candidate"].config.items()}}
              for r in pareto_rows(rows)]
-    return Selection(chosen["candidate"].config, reason, validation, chosen["counts"]), front
+    return Selection(chosen["candidate"].config, reason, validation, chosen["counts"], check), front
 
 
 def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
