@@ -87,12 +87,17 @@ def test_pareto_rows_are_monotone() -> None:
     assert [(r["val_drop"], r["multiplies_left"]) for r in pareto_rows(rows)] == [(3, 0.1), (2, 0.2), (1, 0.5)]
 
 
-def test_savings_job_selects_fewest_multiplies_within_the_margin(tmp_path, sample) -> None:
+def savings_job(tmp_path, sample, **selection):
+    """A 12-episode random savings search on the sample, selected on val with the given margin settings."""
     teacher = api.load_teacher("lenet5", tmp_path / "none", device="cpu")
     cfg = api.SearchConfig(model="lenet5", output_dir=str(tmp_path), search="random", episodes=12, top_k=6,
-                           objective="savings", max_acc_drop=30.0, safety_margin=5.0, no_test=True, workers=1,
-                           space=api.SpaceOptions(calib_batches=2, dynamic_tmax=True))
-    result = api.run_search(cfg, teacher, sample).result
+                           objective="savings", max_acc_drop=30.0, no_test=True, workers=1,
+                           space=api.SpaceOptions(calib_batches=2, dynamic_tmax=True), **selection)
+    return api.run_search(cfg, teacher, sample).result
+
+
+def test_savings_job_selects_fewest_multiplies_within_the_margin(tmp_path, sample) -> None:
+    result = savings_job(tmp_path, sample, safety_margin=5.0)
     within = [c for c in result.validation.candidates if c["val_drop"] <= 25.0]
     assert result.selection.startswith("fewest-multiplies")
     assert result.validation.acc_drop <= 25.0
@@ -167,11 +172,7 @@ def test_split_half_risk_falls_with_the_margin() -> None:
 
 
 def test_margin_risk_chooses_the_margin_on_validation(tmp_path, sample) -> None:
-    teacher = api.load_teacher("lenet5", tmp_path / "none", device="cpu")
-    cfg = api.SearchConfig(model="lenet5", output_dir=str(tmp_path), search="random", episodes=12, top_k=6,
-                           objective="savings", max_acc_drop=30.0, margin_risk=0.05, no_test=True, workers=1,
-                           space=api.SpaceOptions(calib_batches=2, dynamic_tmax=True))
-    result = api.run_search(cfg, teacher, sample).result
+    result = savings_job(tmp_path, sample, margin_risk=0.05)
     check = result.settings["margin_check"]
     margin = next((c["margin"] for c in check if c["over_limit"] <= 0.05), check[-1]["margin"])
     assert f"margin {margin:g};" in result.selection or result.selection.startswith("unconstrained")

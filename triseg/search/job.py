@@ -127,9 +127,9 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
     if not outcome.finished:
         return SearchRun(None, paths, len(outcome.history))
     write_json(outcome.history, paths.history)
-    savings = {"objective": "savings", "savings_weight": cfg.savings_weight, "safety_margin": cfg.safety_margin,
-               "margin_risk": cfg.margin_risk, "dynamic_tmax": cfg.space.dynamic_tmax}
-    savings = savings if cfg.objective == "savings" else {}
+    savings = ({"objective": "savings", "savings_weight": cfg.savings_weight, "safety_margin": cfg.safety_margin,
+                "margin_risk": cfg.margin_risk, "dynamic_tmax": cfg.space.dynamic_tmax}
+               if cfg.objective == "savings" else {})
     result = select_result(teacher, data, outcome.top, cfg.max_acc_drop, cfg.no_test, {
         **savings, "search": cfg.search, "episodes": episodes, "student_evaluations": evaluator.evaluations,
         "attention_weight": cfg.attention_weight, "tmax": space.tmax, "skipped_layers": space.skipped,
