@@ -205,6 +205,32 @@ def test_optuna_batch_asks_several_trials_before_telling() -> None:
     assert len(drive_batched(strategy, 5, 20, 8)) == 15
 
 
+def test_score_batch_and_optuna_batch_are_options(monkeypatch, tmp_path) -> None:
+    """--optuna-batch reaches the optuna strategy, --score-batch the search loop; both are checked in one line."""
+    from triseg.cli.parser import parse_options
+    from triseg.errors import TrisegError
+    from triseg.search import job
+
+    cfg = parse_options(SearchConfig, ["--search", "cmaes", "--optuna-batch", "4", "--score-batch", "8"])
+    assert build_strategy(synthetic_space(), cfg).batch == 4 and cfg.score_batch == 8
+    assert build_strategy(synthetic_space(), args_for("tpe")).batch == 1
+    with pytest.raises(TrisegError, match="--optuna-batch applies only with --search tpe, cmaes"):
+        parse_options(SearchConfig, ["--search", "ppo", "--optuna-batch", "4"])
+    with pytest.raises(TrisegError, match="--score-batch must be in"):
+        SearchConfig(score_batch=0)
+    seen = []
+
+    def stop(strategy, evaluator, settings, *args, **kwargs):
+        seen.append(settings.score_batch)
+        raise TrisegError("stop")
+
+    monkeypatch.setattr(job, "run_loop", stop)
+    with pytest.raises(TrisegError, match="stop"):
+        job.run_search(SearchConfig(model="lenet5", search="random", score_batch=3, episodes=2, no_test=True,
+                                    batch_size=16, output_dir=str(tmp_path), space=job.SpaceOptions(calib_batches=1)))
+    assert seen == [3]
+
+
 @pytest.fixture(scope="module")
 def lenet_evaluation(lenet_int8, sample):
     """LeNet-5 INT8, batches of 16 from the sample, and 6 random configs (one empty, one partial)."""

@@ -18,6 +18,7 @@ from triseg.quant import BACKENDS
 from triseg.errors import TrisegError
 from triseg.search.base import OBJECTIVES
 from triseg.search.ladder import LadderConfig
+from triseg.search.optuna_search import OptunaConfig
 from triseg.search.ppo import PPOConfig
 from triseg.search.supervised import SupervisedConfig
 from triseg.search.warm import WarmConfig
@@ -199,6 +200,10 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
                                        check=only_with("objective", "savings", check=between(0, 1)))
     top_k: int = option(30, "configs kept for the validation pass (savings: points of the Pareto front)",
                         check=POSITIVE)
+    score_batch: int = option(16, "most configs scored in one forward pass, for strategies that propose several "
+                                  "before learning from any (ppo, ppo-warm, random, greedy; tpe and cmaes with "
+                                  "--optuna-batch); fewer when an activation of the pass would exceed 4 MiB; the "
+                                  "same search as 1 (one at a time)", check=between(1, 4096))
     eval_every: int = option(100, "log codes every N episodes", check=POSITIVE)
     checkpoint_every: int = option(100, "checkpoint every N episodes", check=POSITIVE)
     stop_after: int | None = option(None, "stop (resumably) after N episodes", check=POSITIVE)
@@ -211,6 +216,8 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
                               check=only_with("search", "ppo-warm"))
     ladder: LadderConfig = option(help="tmax ladder (ladder)", default_factory=LadderConfig,
                                   check=only_with("search", "ladder"))
+    optuna: OptunaConfig = option(help="optuna (tpe, cmaes)", default_factory=OptunaConfig,
+                                  check=only_with("search", "tpe", "cmaes"))
 
     def check(self) -> None:
         super().check()

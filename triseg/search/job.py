@@ -121,7 +121,7 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
     episodes = cfg.episodes if spec.max_evaluations is None else min(cfg.episodes, spec.max_evaluations)
     settings = SearchSettings(episodes=episodes, top_k=cfg.top_k, max_acc_drop=cfg.max_acc_drop,
                               eval_every=min(cfg.eval_every, episodes), checkpoint_every=cfg.checkpoint_every,
-                              stop_after=cfg.stop_after, objective=cfg.objective)
+                              stop_after=cfg.stop_after, objective=cfg.objective, score_batch=cfg.score_batch)
     outcome = run_loop(strategy, evaluator, settings, paths.checkpoint, paths.log_dir, resume=cfg.resume,
                        resume_or_start=cfg.resume_or_start)
     if not outcome.finished:

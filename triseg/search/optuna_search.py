@@ -9,14 +9,26 @@ pickled into the strategy state, so --resume continues exactly where an uninterr
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
 from triseg.approx.config import LayerCodes
+from triseg.options import Options, between, option
 from triseg.search.base import Score
 from triseg.search.legal import DECODE_FIELDS, decode, pick
 from triseg.search.space import SearchSpace
+
+
+@dataclass
+class OptunaConfig(Options):
+    """Settings of the optuna strategies."""
+
+    optuna_batch: int = option(1, "tpe, cmaes: trials asked before any is told, scored in one forward pass (1: the "
+                                  "sequential search; more changes the search: a batch's later trials are sampled "
+                                  "without the earlier ones' rewards)", check=between(1, 4096))
+
 
 def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
     """optuna's TPE or CMA-ES sampler, seeded."""
