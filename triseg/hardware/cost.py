@@ -35,6 +35,7 @@ from triseg import quant
 from triseg.approx.config import LayerCodes
 from triseg.approx.intsim import SimLinearOrConv
 from triseg.approx.lut import LutEdit
+from triseg.approx.student import CoverageRecorder
 from triseg.data import Split, batches
 from triseg.recorder import Recorder, attach
 
@@ -71,6 +72,7 @@ class CostCounts:
     layers: dict[str, LayerCost] = field(default_factory=dict)
     tap_elements: dict[str, int] = field(default_factory=dict)
     predictions: list[torch.Tensor] = field(default_factory=list)
+    coverage: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def accuracy(self, labels: torch.Tensor) -> float:
         """Top-1 accuracy (percent) of the predictions made while counting."""
@@ -213,12 +215,18 @@ def multiplied_per_block(module: nn.Module, x: torch.Tensor, geo_key: tuple,
 
 
 class CostRecorder(Recorder):
-    """Applies the maps at the taps, notes each tap's scale, and counts every consumer's operands."""
+    """Applies the maps at the taps, notes each tap's scale, and counts every consumer's operands.
 
-    def __init__(self, model: nn.Module, config: dict[str, LayerCodes], keep: set[str] | None = frozenset()) -> None:
+    ``coverage``: also count, per approximated layer, the codes its map touched (a :class:`CoverageRecorder`
+    applies the maps then), so one pass gives the cost counts and the coverage.
+    """
+
+    def __init__(self, model: nn.Module, config: dict[str, LayerCodes], keep: set[str] | None = frozenset(),
+                 coverage: bool = False) -> None:
         self.tap_layer = {model.tap_name(layer): layer for layer in model.layers()}
         super().__init__({model.tap_name(k): LutEdit(v) for k, v in config.items()},
                          keep=None if keep is None else set(keep))
+        self.coverage = CoverageRecorder(config, {k: model.tap_name(k) for k in config}) if coverage else None
         self.config = config
         self.counts = CostCounts()
         self.recent: list[tuple[float, str]] = []  # (scale, layer) of the taps seen in this forward pass
@@ -226,7 +234,11 @@ class CostRecorder(Recorder):
                       for name, module, key in consumers(model)]
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        x = self.maybe_edit(name, x)
+        if self.coverage is not None:
+            self.coverage.producers = self.producers  # attach() sets them on this recorder
+            x = self.coverage(name, x)
+        else:
+            x = self.maybe_edit(name, x)
         if self.keep is None or name in self.keep:
             self.record(name, x)
         layer = self.tap_layer.get(name)
@@ -265,9 +277,12 @@ class CostRecorder(Recorder):
 
 
 @torch.no_grad()
-def count(model: nn.Module, config: dict[str, LayerCodes], split: Split, batch_size: int = 256) -> CostCounts:
-    """Run ``model`` with ``config`` over ``split``, count every consumer's operands, keep the predictions."""
-    recorder = CostRecorder(model, config)
+def count(model: nn.Module, config: dict[str, LayerCodes], split: Split, batch_size: int = 256,
+          coverage: bool = False) -> CostCounts:
+    """Run ``model`` with ``config`` over ``split``, count every consumer's operands, keep the predictions
+    (``coverage``: and the per-layer coverage of the maps, as :func:`~triseg.approx.student.evaluate_student`
+    gives it)."""
+    recorder = CostRecorder(model, config, coverage=coverage)
     previous = model.recorder
     attach(model, recorder)
     model.eval()
@@ -279,6 +294,8 @@ def count(model: nn.Module, config: dict[str, LayerCodes], split: Split, batch_s
     finally:
         recorder.close()
         attach(model, previous)
+    if recorder.coverage is not None:
+        recorder.counts.coverage = {k: v.as_dict() for k, v in recorder.coverage.stats.items()}
     return recorder.counts
 
 

@@ -21,7 +21,7 @@ from triseg.data import Cifar10, Split, load_cifar10
 from triseg.analysis.sensitivity import search_output_dir
 from triseg.artifacts import resume_from
 from triseg.errors import TrisegError
-from triseg.hardware.cost import HardwareReport, count, hardware_report
+from triseg.hardware.cost import HardwareReport, count
 from triseg.hardware.energy import DEFAULT_TABLE, load_table
 from triseg.jobs import DataOptions, FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
 from triseg.paths import check_output_dir, check_output_file
@@ -31,8 +31,8 @@ from triseg.search.base import EpisodeBatches, Evaluator, ParetoArchive, Score, 
 from triseg.search.registry import build_strategy, strategy_spec
 from triseg.search.result import RunPaths, SearchResult, Validation
 from triseg.search.run import SearchSettings, run_search as run_loop
-from triseg.search.select import (coverage_on, evaluate_on_test, select_on_validation, select_savings,
-                                  teacher_on_validation)
+from triseg.search.select import (counted_eval, coverage_on, coverage_section, evaluate_on_test,
+                                  select_on_validation, select_savings, teacher_on_validation)
 from triseg.search.space import SearchSpace
 from triseg.search.supervised import train_supervised
 from triseg.teacher import Teacher, load_result_teacher, load_teacher
@@ -219,9 +219,13 @@ def select_result(teacher: Teacher, data: Cifar10, top: TopK | ParetoArchive, ma
         chosen = select_on_validation(teacher.model, data.val, top, max_acc_drop, teacher=teacher_val)
     result = SearchResult(teacher.name, teacher.backend, chosen.config, chosen.reason, chosen.validation,
                           {}, None, {**settings, **extra, "teacher": teacher.identity(chosen.validation.acc_teacher)})
-    if no_test:
-        result.coverage = coverage_on(teacher.model, chosen.config, data.val, 256, "val")
-        student = chosen.counts if chosen.counts is not None else count(teacher.model, chosen.config, data.val)
+    if no_test:  # one more pass of the chosen config over val: its coverage, and its counts unless selected on them
+        if chosen.counts is None:
+            student = count(teacher.model, chosen.config, data.val, coverage=True)
+            result.coverage = coverage_section(counted_eval(student, data.val), "val")
+        else:
+            student = chosen.counts
+            result.coverage = coverage_on(teacher.model, chosen.config, data.val, 256, "val")
         result.settings["hardware"] = HardwareReport("val", student.images, student, teacher_val, table).to_json()
     else:
         evaluate_test(result, teacher, data, cost_table=table)
@@ -243,10 +247,9 @@ def evaluate_test(result: SearchResult, teacher: Teacher, data: Cifar10, batch_s
     if recorded is not None and recorded != teacher.sha256 and not allow_other:
         raise TrisegError(f"the result was searched on another teacher (sha256 {recorded[:12]}..., "
                           f"loaded {teacher.path} has {teacher.sha256[:12]}...)")
-    result.test, result.coverage = evaluate_on_test(teacher.model, result.config, data.test, batch_size)
     table = cost_table or result.settings.get("hardware", {}).get("energy_table") or DEFAULT_TABLE
-    result.settings["hardware"] = hardware_report(teacher.model, result.config, data.test, "test", table,
-                                                  batch_size).to_json()
+    result.test, result.coverage, report = evaluate_on_test(teacher.model, result.config, data.test, batch_size, table)
+    result.settings["hardware"] = report.to_json()
     return result
 
 

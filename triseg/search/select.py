@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from triseg.approx.student import Config, evaluate_student
+from triseg.approx.student import Config, StudentEval, evaluate_student
 from triseg.data import Split
-from triseg.hardware.cost import CostCounts, count
+from triseg.hardware.cost import CostCounts, HardwareReport, count
+from triseg.hardware.energy import DEFAULT_TABLE
 from triseg.search.base import Candidate, TopK
 from triseg.search.result import TestMetrics, Validation
 
@@ -166,16 +167,29 @@ def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def coverage_on(model: nn.Module, config: Config, split: Split, batch_size: int, name: str) -> dict:
     """Per-layer coverage of ``config`` on ``split`` (named ``name`` in the result)."""
-    ev = evaluate_student(model, config, split, batch_size)
+    return coverage_section(evaluate_student(model, config, split, batch_size), name)
+
+
+def coverage_section(ev: StudentEval, name: str) -> dict:
+    """The result's coverage section of an evaluation with coverage (of split ``name``)."""
     return {"split": name, "mapped_share": ev.mapped_share, "layers": ev.coverage}
 
 
-def evaluate_on_test(model: nn.Module, config: Config, test: Split,
-                     batch_size: int = 256) -> tuple[TestMetrics, dict]:
-    """The single test evaluation: teacher and student accuracy, top-1 agreement, and test coverage."""
-    teacher = evaluate_student(model, {}, test, batch_size)
-    student = evaluate_student(model, config, test, batch_size)
+def counted_eval(counts: CostCounts, split: Split) -> StudentEval:
+    """The evaluation a pass counted with ``coverage`` (:func:`~triseg.hardware.cost.count`) also gives."""
+    return StudentEval(counts.accuracy(split.y), torch.cat(counts.predictions), counts.coverage)
+
+
+def evaluate_on_test(model: nn.Module, config: Config, test: Split, batch_size: int = 256,
+                     energy_table: dict[str, Any] | None = None) -> tuple[TestMetrics, dict, HardwareReport]:
+    """The single test evaluation: teacher and student accuracy, top-1 agreement, test coverage and the
+    hardware report, from one pass of the teacher and one of the student over the test split."""
+    teacher_counts = count(model, {}, test, batch_size)
+    student_counts = count(model, config, test, batch_size, coverage=True)
+    teacher, student = counted_eval(teacher_counts, test), counted_eval(student_counts, test)
     metrics = TestMetrics(round(teacher.accuracy, 4), round(student.accuracy, 4),
                           round(teacher.accuracy - student.accuracy, 4),
                           100.0 * student.predictions.eq(teacher.predictions).float().mean().item())
-    return metrics, {"split": "test", "mapped_share": student.mapped_share, "layers": student.coverage}
+    report = HardwareReport("test", student_counts.images, student_counts, teacher_counts,
+                            energy_table or DEFAULT_TABLE)
+    return metrics, coverage_section(student, "test"), report
