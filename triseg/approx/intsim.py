@@ -11,6 +11,12 @@ the backend's arithmetic instead (fbgemm's ``ReQuantizeOutput`` with a float bia
 
 Activations travel as dequantized float tensors ``(q - zp) * s``, so the models' own forward code
 (pooling, flatten, tap points) runs unchanged, and tap edits use the float path of the LUT.
+
+Average pooling keeps its input's quantization and rounds the mean back onto the grid (channels-last
+tensors, which every conv and add emits: ``zp + round_half_even(mean(q - zp))``). The simulation
+pools the float values and rounds where the result is read: at the next conv / linear and at the
+dequantize stub (NiN's logits are pooled codes). Averages of 2x2 or 8x8 codes land exactly on a
+half code, so :func:`grid_codes` resolves float error before rounding.
 """
 
 from __future__ import annotations
@@ -22,6 +28,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from triseg import quant
+
+
+SNAP = 4096.0
+
+
+def grid_codes(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Integer codes (float64) of an activation on the grid of ``scale``, as the kernels round them.
+
+    ``x / scale`` is first snapped to 1/4096 of a code: float32 error (about 1e-5 of a code) would break
+    exact ties of averaged codes, which round half to even; averages of up to 2048 codes stay on their
+    side of a tie.
+    """
+    return torch.round(torch.round(x.double() * (SNAP / scale)) / SNAP)
 
 
 def _requantize(acc: torch.Tensor, info: dict, s_in: float, shape: tuple[int, ...]) -> torch.Tensor:
@@ -57,12 +76,23 @@ class SimLinearOrConv(nn.Module):
         self.scale, self.zero_point = info["scale"], info["zero_point"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes = torch.round(x.double() / self.s_in)
+        codes = grid_codes(x, self.s_in)
         info = self.info
         if info["kind"] == "conv":
             acc = F.conv2d(codes, self.weight, None, info["stride"], info["padding"], info["dilation"], info["groups"])
             return _requantize(acc, info, self.s_in, (1, -1, 1, 1))
         return _requantize(F.linear(codes, self.weight), info, self.s_in, (1, -1))
+
+
+class SimDequantize(nn.Module):
+    """The output stub: its input rounded onto the input's grid (a pooled tensor is not on it yet)."""
+
+    def __init__(self, s_in: float) -> None:
+        super().__init__()
+        self.s_in = s_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return grid_codes(x, self.s_in).float() * self.s_in
 
 
 class SimAdd(nn.Module):
@@ -85,12 +115,12 @@ class SimAdd(nn.Module):
 
 @torch.no_grad()
 def input_scales(int8_model: nn.Module, example: torch.Tensor) -> dict[str, float]:
-    """The input scale of every quantized conv/linear, read from one forward pass."""
+    """The input scale of every quantized conv / linear and dequantize stub, read from one forward pass."""
     scales: dict[str, float] = {}
     hooks = []
     for name, mod in int8_model.named_modules():
         info = quant.int8_layer(mod)
-        if info is not None and info["kind"] in ("conv", "linear"):
+        if info is not None and info["kind"] in ("conv", "linear", "dequantize"):
             def hook(m, args, name=name):
                 scales[name] = float(args[0].q_scale())
             hooks.append(mod.register_forward_pre_hook(hook))
@@ -118,7 +148,7 @@ def simulate(int8_model: nn.Module, example: torch.Tensor | None = None) -> nn.M
         if kind == "quantize":
             new: nn.Module = SimQuantize(info)
         elif kind == "dequantize":
-            new = nn.Identity()
+            new = SimDequantize(scales[name])
         elif kind == "add":
             new = SimAdd(info)
         elif name in scales:
