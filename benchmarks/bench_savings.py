@@ -2,10 +2,14 @@
 the search episodes, and the selection on validation (Pareto front validated, hardware counted).
 
 Runs ``triseg search --objective savings --dynamic-tmax`` through the public API on the real data with
-the zoo's teacher, validation only (the test split is not opened).
+the zoo's teacher, validation only (the test split is not opened). Then selects again on the job's
+candidates with and without the race on validation (``--race``/``--no-race``): the time of each and
+whether they pick the same config. ``--archive CKPT`` skips the search and compares the two on the
+candidates of a finished search's checkpoint (e.g. a sweep cell's).
 
     python benchmarks/bench_savings.py --data-dir ../shared/data/cifar10-jpg.tar.gz \\
-        [--model alexnet] [--search ladder] [--episodes 700] [--episode-images 1000] [--threads 2]
+        [--model alexnet] [--search ladder] [--episodes 700] [--episode-images 1000] [--threads 2] \\
+        [--archive CKPT ...]
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import argparse
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
 import machine
 from triseg import api
+from triseg.search.base import Candidate, candidates_from
+from triseg.search.select import select_savings, teacher_on_validation
 
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
 
@@ -32,7 +39,18 @@ def main() -> None:
     p.add_argument("--episode-images", type=int, default=1000)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--archive", nargs="+", default=[], help="compare the selections on these checkpoints' candidates")
     args = p.parse_args()
+    if args.archive:
+        teacher = api.load_teacher(args.model, "outputs")
+        data = api.load_data(api.SearchConfig(model=args.model, data_dir=args.data_dir))
+        torch.set_num_threads(args.threads)
+        print(f"{args.model}: selection on {len(data.val)} validation images, {args.threads} threads, "
+              f"{machine.describe()}")
+        for path in args.archive:
+            top = candidates_from(torch.load(path, map_location="cpu", weights_only=False)["top"])
+            compare_selections(teacher, data.val, top, Path(path).parent.parent.name)
+        return
     print(f"{args.model} {args.search}, {args.episodes} episodes on {args.episode_images} training images, "
           f"{args.threads} threads, {machine.describe()}")
     with tempfile.TemporaryDirectory() as out:
@@ -49,6 +67,8 @@ def main() -> None:
         t2 = time.perf_counter()
         result = api.run_search(cfg, teacher, data, space).result
         t3 = time.perf_counter()
+        paths = api.RunPaths(Path(out), args.model, args.search, args.seed, cfg.result_file)
+        top = candidates_from(torch.load(paths.checkpoint, map_location="cpu", weights_only=False)["top"])
     search, select = result.settings["search_wall_time_s"], result.settings["selection_wall_time_s"]
     rows = {"load teacher + data": t1 - t0, "calibration": t2 - t1, "search episodes": search,
             "selection on val": select, "teacher outputs + rest": (t3 - t2) - search - select}
@@ -61,6 +81,25 @@ def main() -> None:
     print(f"\nchosen: val drop {result.validation.acc_drop:.2f}, multiplies left "
           f"{hw['multiplies_left_vs_zero_skipping_int8']:.4f} of zero-skipping INT8 (val), "
           f"{result.settings['student_evaluations']} evaluations")
+    compare_selections(teacher, data.val, top, f"seed {args.seed}")
+
+
+def compare_selections(teacher: api.Teacher, val: api.Split, top: list[Candidate], name: str) -> None:
+    """Time the savings selection on ``top`` without and with the race (teacher's val pass shared) and say
+    whether both pick the same config."""
+    t0 = time.perf_counter()
+    teacher_val = teacher_on_validation(teacher.model, val)
+    t1 = time.perf_counter()
+    times, picks = {}, {}
+    for race in (False, True):
+        start = time.perf_counter()
+        chosen, front = select_savings(teacher.model, val, top, 2.0, 1.0, teacher=teacher_val, race=race)
+        times[race], picks[race] = time.perf_counter() - start, chosen
+    whole = sum(1 for c in picks[True].validation.candidates if c.get("val_images", len(val)) == len(val))
+    same = picks[True].config == picks[False].config
+    print(f"\n{name}: {len(top)} candidates; teacher on val {t1 - t0:.1f} s; selection without the race "
+          f"{times[False]:.1f} s, with it {times[True]:.1f} s ({whole} candidates on the whole split); same pick: "
+          f"{same} (val drop {picks[False].validation.acc_drop:.2f} / {picks[True].validation.acc_drop:.2f})")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,11 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
                                              "of the validation split exceeds the limit on the other half in at most "
                                              "this share of the splits (e.g. 0.05)",
                                        check=only_with("objective", "savings", check=between(0, 1)))
+    race: bool = option(True, "savings: race the Pareto candidates on growing slices of validation (500 images, "
+                              "doubling); one leaves when its drop exceeds --max-acc-drop minus the margin, or its "
+                              "multiplies the best whole-split candidate's, by 4 standard errors; the pick and the "
+                              "front are validated on the whole split (--no-race, or --margin-risk: every candidate)",
+                        check=only_with("objective", "savings"))
     top_k: int = option(30, "configs kept for the validation pass (savings: points of the Pareto front)",
                         check=POSITIVE)
     score_batch: int = option(16, "most configs scored in one forward pass, for strategies that propose several "
@@ -285,6 +290,9 @@ class ZooAddConfig(ModelOptions):
                              check=input_folder())
     zoo_dir: str = option("", "zoo folder (default: zoo/ in the repository)", check=output_folder(required=False))
     command: list[str] = option(help="a command that produced the files (repeatable)", default_factory=list)
+    half_qat: bool = option(False, "store the QAT model's conv and linear weights in float16 (half the bytes; "
+                                   "loading upcasts them to float32; the INT8 file is copied as it is)")
+    without_float: bool = option(False, "leave the float stage out of the zoo (the manifest says how to rebuild it)")
 
 
 @dataclass

@@ -73,6 +73,7 @@ class CostCounts:
     tap_elements: dict[str, int] = field(default_factory=dict)
     predictions: list[torch.Tensor] = field(default_factory=list)
     coverage: dict[str, dict[str, float]] = field(default_factory=dict)
+    image_multiplies: list[torch.Tensor] = field(default_factory=list)  # per batch, each image's real multiplies
 
     def accuracy(self, labels: torch.Tensor) -> float:
         """Top-1 accuracy (percent) of the predictions made while counting."""
@@ -178,6 +179,15 @@ def _macs_of(mask: torch.Tensor, weights: torch.Tensor) -> int:
     return round(float((per_position.to(torch.float64) * weights).sum()))
 
 
+def _image_macs(mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """MACs of the masked elements of each image (float64 holding exact integers)."""
+    if mask.dim() == 4:
+        per_position = (mask.permute(0, 2, 3, 1).sum(3, dtype=torch.int32)
+                        if mask.is_contiguous(memory_format=torch.channels_last) else mask.sum(1, dtype=torch.int32))
+        return (per_position.to(torch.float64) * weights).sum((1, 2))
+    return (mask.to(torch.float64) * weights).sum(1)
+
+
 def _blocks(module: nn.Module, x: torch.Tensor, geo_key: tuple, maps: Sequence[LayerCodes | None]):
     """Per equal block of a consumer input's batch, one per map: the block's raw codes, the code of zero,
     its map, the MACs of each position, the block's MACs (padding included) and its elements' MACs."""
@@ -218,17 +228,21 @@ class CostRecorder(Recorder):
     """Applies the maps at the taps, notes each tap's scale, and counts every consumer's operands.
 
     ``coverage``: also count, per approximated layer, the codes its map touched (a :class:`CoverageRecorder`
-    applies the maps then), so one pass gives the cost counts and the coverage.
+    applies the maps then), so one pass gives the cost counts and the coverage. ``per_image``: also each
+    image's real multiplies (``counts.image_multiplies``, one tensor a forward pass). ``counts``: add to
+    these counts (of other images) instead of new ones.
     """
 
     def __init__(self, model: nn.Module, config: dict[str, LayerCodes], keep: set[str] | None = frozenset(),
-                 coverage: bool = False) -> None:
+                 coverage: bool = False, per_image: bool = False, counts: CostCounts | None = None) -> None:
         self.tap_layer = {model.tap_name(layer): layer for layer in model.layers()}
         super().__init__({model.tap_name(k): LutEdit(v) for k, v in config.items()},
                          keep=None if keep is None else set(keep))
         self.coverage = CoverageRecorder(config, {k: model.tap_name(k) for k in config}) if coverage else None
         self.config = config
-        self.counts = CostCounts()
+        self.counts = counts if counts is not None else CostCounts()
+        self.per_image = per_image
+        self.pass_multiplies: torch.Tensor | float = 0.0  # per image, in the current forward pass (per_image)
         self.recent: list[tuple[float, str]] = []  # (scale, layer) of the taps seen in this forward pass
         self.hooks = [module.register_forward_pre_hook(self._consumer(name, key))
                       for name, module, key in consumers(model)]
@@ -257,7 +271,15 @@ class CostRecorder(Recorder):
             x = args[0]
             scale = float(x.q_scale()) if x.is_quantized else float(module.s_in)
             source = next((layer for s, layer in reversed(self.recent) if s == scale), None)
-            [(macs, counted, zero, selected)] = operand_macs(module, x, key, [self.config.get(source)])
+            c = self.config.get(source)
+            if self.per_image:  # the same totals, summed from each image's
+                [(block, code0, _, weights, macs, counted)] = _blocks(module, x, key, [c])
+                is_zero, kept = _kept(block, code0, c, x.is_quantized)
+                zeros, kept_macs = _image_macs(is_zero, weights), _image_macs(kept, weights)
+                zero, selected = round(float(zeros.sum())), round(float(kept_macs.sum() - zeros.sum()))
+                self.pass_multiplies = self.pass_multiplies + (counted / len(block) - kept_macs)
+            else:
+                [(macs, counted, zero, selected)] = operand_macs(module, x, key, [c])
             skipped = zero + (macs - counted)
             cost = self.counts.layers.setdefault(name, LayerCost(geo["kind"], source if source in self.config
                                                                  else None))
@@ -278,19 +300,21 @@ class CostRecorder(Recorder):
 
 @torch.no_grad()
 def count(model: nn.Module, config: dict[str, LayerCodes], split: Split, batch_size: int = 256,
-          coverage: bool = False) -> CostCounts:
+          coverage: bool = False, per_image: bool = False, counts: CostCounts | None = None) -> CostCounts:
     """Run ``model`` with ``config`` over ``split``, count every consumer's operands, keep the predictions
     (``coverage``: and the per-layer coverage of the maps, as :func:`~triseg.approx.student.evaluate_student`
-    gives it)."""
-    recorder = CostRecorder(model, config, coverage=coverage)
+    gives it; ``per_image``: and each image's multiplies). ``counts``: add to these counts of earlier images."""
+    recorder = CostRecorder(model, config, coverage=coverage, per_image=per_image, counts=counts)
     previous = model.recorder
     attach(model, recorder)
     model.eval()
     try:
         for x, _ in batches(split, batch_size):
-            recorder.recent = []
+            recorder.recent, recorder.pass_multiplies = [], 0.0
             recorder.counts.predictions.append(model(x).argmax(1))
             recorder.counts.images += len(x)
+            if per_image:
+                recorder.counts.image_multiplies.append(torch.as_tensor(recorder.pass_multiplies).expand(len(x)))
     finally:
         recorder.close()
         attach(model, previous)

@@ -128,7 +128,7 @@ def run_search(cfg: SearchConfig, teacher: Teacher | None = None, data: Cifar10 
         return SearchRun(None, paths, len(outcome.history))
     write_json(outcome.history, paths.history)
     savings = ({"objective": "savings", "savings_weight": cfg.savings_weight, "safety_margin": cfg.safety_margin,
-                "margin_risk": cfg.margin_risk, "dynamic_tmax": cfg.space.dynamic_tmax}
+                "margin_risk": cfg.margin_risk, "race": cfg.race, "dynamic_tmax": cfg.space.dynamic_tmax}
                if cfg.objective == "savings" else {})
     result = select_result(teacher, data, outcome.top, cfg.max_acc_drop, cfg.no_test, {
         **savings, "search": cfg.search, "episodes": episodes, "student_evaluations": evaluator.evaluations,
@@ -212,7 +212,8 @@ def select_result(teacher: Teacher, data: Cifar10, top: TopK | ParetoArchive, ma
     if savings:
         chosen, extra["pareto_front"] = select_savings(teacher.model, data.val, top.best(), max_acc_drop,
                                                        settings["safety_margin"], teacher=teacher_val,
-                                                       risk=settings.get("margin_risk"))
+                                                       risk=settings.get("margin_risk"),
+                                                       race=settings.get("race", False))
         if chosen.margin_check is not None:
             extra["margin_check"] = chosen.margin_check
     else:
