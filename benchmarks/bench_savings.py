@@ -24,8 +24,6 @@ import torch
 
 import machine
 from triseg import api
-from triseg.search.base import Candidate, candidates_from
-from triseg.search.select import select_savings, teacher_on_validation
 
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
 
@@ -40,6 +38,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--archive", nargs="+", default=[], help="compare the selections on these checkpoints' candidates")
+    p.add_argument("--race-only", action="store_true", help="--archive: select with the race only, and compare its "
+                                                            "pick with the one in the cell's result.json")
     args = p.parse_args()
     if args.archive:
         teacher = api.load_teacher(args.model, "outputs")
@@ -48,8 +48,11 @@ def main() -> None:
         print(f"{args.model}: selection on {len(data.val)} validation images, {args.threads} threads, "
               f"{machine.describe()}")
         for path in args.archive:
-            top = candidates_from(torch.load(path, map_location="cpu", weights_only=False)["top"])
-            compare_selections(teacher, data.val, top, Path(path).parent.parent.name)
+            top = api.candidates_from(torch.load(path, map_location="cpu", weights_only=False)["top"])
+            cell = Path(path).parent.parent
+            recorded = cell / "tri_ppo_int_codes" / "result.json"
+            compare_selections(teacher, data.val, top, cell.name, not args.race_only,
+                               api.SearchResult.read(recorded) if recorded.exists() else None)
         return
     print(f"{args.model} {args.search}, {args.episodes} episodes on {args.episode_images} training images, "
           f"{args.threads} threads, {machine.describe()}")
@@ -68,7 +71,7 @@ def main() -> None:
         result = api.run_search(cfg, teacher, data, space).result
         t3 = time.perf_counter()
         paths = api.RunPaths(Path(out), args.model, args.search, args.seed, cfg.result_file)
-        top = candidates_from(torch.load(paths.checkpoint, map_location="cpu", weights_only=False)["top"])
+        top = api.candidates_from(torch.load(paths.checkpoint, map_location="cpu", weights_only=False)["top"])
     search, select = result.settings["search_wall_time_s"], result.settings["selection_wall_time_s"]
     rows = {"load teacher + data": t1 - t0, "calibration": t2 - t1, "search episodes": search,
             "selection on val": select, "teacher outputs + rest": (t3 - t2) - search - select}
@@ -84,22 +87,28 @@ def main() -> None:
     compare_selections(teacher, data.val, top, f"seed {args.seed}")
 
 
-def compare_selections(teacher: api.Teacher, val: api.Split, top: list[Candidate], name: str) -> None:
-    """Time the savings selection on ``top`` without and with the race (teacher's val pass shared) and say
-    whether both pick the same config."""
+def compare_selections(teacher: api.Teacher, val: api.Split, top: list[api.Candidate], name: str,
+                       exhaustive: bool = True, recorded: api.SearchResult | None = None) -> None:
+    """Time the savings selection on ``top`` without (``exhaustive``) and with the race (the teacher's val pass
+    shared), and say whether the race picks what the exhaustive pass, and the ``recorded`` result, picked."""
     t0 = time.perf_counter()
-    teacher_val = teacher_on_validation(teacher.model, val)
+    teacher_val = api.teacher_on_validation(teacher.model, val)
     t1 = time.perf_counter()
     times, picks = {}, {}
-    for race in (False, True):
+    for race in (False, True) if exhaustive else (True,):
         start = time.perf_counter()
-        chosen, front = select_savings(teacher.model, val, top, 2.0, 1.0, teacher=teacher_val, race=race)
+        chosen, front = api.select_savings(teacher.model, val, top, 2.0, 1.0, teacher=teacher_val, race=race)
         times[race], picks[race] = time.perf_counter() - start, chosen
-    whole = sum(1 for c in picks[True].validation.candidates if c.get("val_images", len(val)) == len(val))
-    same = picks[True].config == picks[False].config
-    print(f"\n{name}: {len(top)} candidates; teacher on val {t1 - t0:.1f} s; selection without the race "
-          f"{times[False]:.1f} s, with it {times[True]:.1f} s ({whole} candidates on the whole split); same pick: "
-          f"{same} (val drop {picks[False].validation.acc_drop:.2f} / {picks[True].validation.acc_drop:.2f})")
+    raced = picks[True]
+    whole = sum(1 for c in raced.validation.candidates if c.get("val_images", len(val)) == len(val))
+    print(f"\n{name}: {len(top)} candidates; teacher on val {t1 - t0:.1f} s; selection with the race "
+          f"{times[True]:.1f} s ({whole} candidates on the whole split), val drop {raced.validation.acc_drop:.2f}")
+    if exhaustive:
+        print(f"  without the race {times[False]:.1f} s, val drop {picks[False].validation.acc_drop:.2f}; "
+              f"same pick: {raced.config == picks[False].config}")
+    if recorded is not None:
+        print(f"  the recorded result's pick (val drop {recorded.validation.acc_drop:.2f}): same pick: "
+              f"{raced.config == recorded.config}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from triseg.models import MODELS, build_model
 from triseg.quant import activation_top_code, set_engine
 from triseg.quant import convert as convert_int8
 from triseg.jobs import FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
-from triseg.search.base import EpisodeBatches, Evaluator, Score, Strategy, TopK
+from triseg.search.base import Candidate, EpisodeBatches, Evaluator, Score, Strategy, TopK, candidates_from
 from triseg.search.exact_mse import exact_mse_codes
 from triseg.search.job import (SearchRun, build_space, evaluate_test, final_test, load_data, make_evaluator,
                                run_search, run_supervised, select_result)
@@ -41,7 +41,7 @@ from triseg.recorder import EditOnlyRecorder, attach
 from triseg.search.ppo import PPOConfig, PPOStrategy
 from triseg.search.registry import STRATEGIES
 from triseg.search.result import RunPaths, SearchResult, TestMetrics, Validation
-from triseg.search.select import split_half_risk
+from triseg.search.select import select_savings, split_half_risk, teacher_on_validation
 from triseg.search.space import SearchSpace
 from triseg.search.space import build_space as calibrate_space
 from triseg.search.supervised import SupervisedConfig
@@ -68,6 +68,7 @@ __all__ = [
     "SupervisedJobConfig", "Teacher", "TestMetrics", "TrisegConfig", "TrisegError", "Validation", "WarmConfig",
     "build_space", "evaluate_student", "evaluate_test", "final_test", "load_cifar10", "load_config", "load_data",
     "load_teacher", "make_evaluator", "run_search", "run_supervised", "split_half_risk",
+    "Candidate", "candidates_from", "select_savings", "teacher_on_validation",
     "IntegerModel", "LsqInferConfig", "LsqQatConfig", "LsqTrainConfig", "QuantNet", "build_lsq_model",
     "export_integer", "load_lsq_checkpoint", "lsq_infer", "lsq_model_from_checkpoint", "lsq_qat", "lsq_train",
     "to_qat",
