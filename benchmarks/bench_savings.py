@@ -100,9 +100,10 @@ def compare_selections(teacher: api.Teacher, val: api.Split, top: list[api.Candi
         chosen, front = api.select_savings(teacher.model, val, top, 2.0, 1.0, teacher=teacher_val, race=race)
         times[race], picks[race] = time.perf_counter() - start, chosen
     raced = picks[True]
-    whole = sum(1 for c in raced.validation.candidates if c.get("val_images", len(val)) == len(val))
+    seen = [c.get("val_images", len(val)) for c in raced.validation.candidates]
     print(f"\n{name}: {len(top)} candidates; teacher on val {t1 - t0:.1f} s; selection with the race "
-          f"{times[True]:.1f} s ({whole} candidates on the whole split), val drop {raced.validation.acc_drop:.2f}")
+          f"{times[True]:.1f} s ({seen.count(len(val))} candidates on the whole split, {sum(seen)} of "
+          f"{len(seen) * len(val)} candidate-images counted), val drop {raced.validation.acc_drop:.2f}")
     if exhaustive:
         print(f"  without the race {times[False]:.1f} s, val drop {picks[False].validation.acc_drop:.2f}; "
               f"same pick: {raced.config == picks[False].config}")

@@ -174,14 +174,14 @@ def race_savings(model: nn.Module, val: Split, candidates: list[Candidate], budg
     """The savings selection's candidates raced on growing slices of val, in one seeded random order of val:
     each with its counts, accuracy and drop on the images it saw (on the whole split: as one pass gives them).
 
-    Every candidate sees the first slice (``first`` images, default :data:`RACE_FIRST`). Then, fewest multiplies on that slice first,
-    each is counted on doubling slices until it is on the whole split or leaves the race: when its drop on
-    the slice exceeds ``budget`` by ``z`` standard errors (normal bound with the finite-population
-    correction), or when, paired image by image, it does more multiplies than the best candidate so far
-    (fewest multiplies among those within ``budget`` on the whole split) by ``z`` standard errors. The
-    fewest-multiplies pick within the budget is then the exhaustive pass's unless a bound errs; when no
-    candidate is within the budget on the whole split, every one is counted on the whole split, so the
-    most accurate one is the exhaustive pass's too.
+    Every candidate sees the first slice (``first`` images, default :data:`RACE_FIRST`). Then, fewest
+    multiplies on that slice first, each is counted on doubling slices until it is on the whole split or
+    leaves the race: when its drop on the slice exceeds ``budget`` by ``z`` standard errors (normal bound
+    with the finite-population correction), or when, paired image by image, it does more multiplies than
+    the best candidate so far (fewest multiplies among those within ``budget`` on the whole split) by
+    ``z`` standard errors. The fewest-multiplies pick within the budget is then the exhaustive pass's
+    unless a bound errs; when no candidate is within the budget on the whole split, every one is counted
+    on the whole split, so the most accurate one is the exhaustive pass's too.
     """
     n, first = len(val), RACE_FIRST if first is None else first
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
