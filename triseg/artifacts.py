@@ -94,8 +94,28 @@ def stage_file(output_dir: str | os.PathLike, name: str, stage: str) -> Path:
         print(f"note: {path} not found, using the zoo's {zoo}", file=sys.stderr)
         path = zoo
     if not path.exists():
-        raise TrisegError(f"{path} not found: run {STAGES[stage][1]} first")
+        order = list(STAGES)
+        before = [STAGES[s][1] for s in order[:order.index(stage)]]
+        after = f" (after {', '.join(before)})" if before else ""
+        raise TrisegError(f"{path} not found: run {STAGES[stage][1]} first{after}; {zoo_note(name, stage)}")
     return path
+
+
+def zoo_note(name: str, stage: str) -> str:
+    """What the zoo's manifest says about a stage it does not hold: how to rebuild a left-out stage, or
+    which models it has."""
+    try:
+        manifest = json.loads((ZOO_DIR / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    manifest = manifest if isinstance(manifest, dict) else {}
+    entry = manifest.get(name)
+    left_out = entry.get("left_out", {}) if isinstance(entry, dict) else {}
+    if isinstance(left_out, dict) and isinstance(left_out.get(stage), dict):
+        return f"the zoo leaves out {name}'s {stage} stage, rebuild it with: {left_out[stage].get('rebuild')}"
+    have = sorted(m for m, e in manifest.items() if isinstance(e, dict) and stage in e.get("files", {}))
+    return (f"the zoo ({ZOO_DIR}) has no {stage_path(ZOO_DIR, name, stage).name}"
+            + (f"; it has {stage} models of {', '.join(have)} (--model)" if have else ""))
 
 
 def read_stage_file(path: Path, name: str, stage: str) -> dict[str, Any]:

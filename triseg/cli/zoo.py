@@ -1,10 +1,19 @@
-"""zoo_add: copy a model's three stages into the zoo with a manifest entry (accuracy, command, sha256)."""
+"""zoo_add: copy a model's stages into the zoo with a manifest entry (accuracy, commands, sha256).
+
+Large models can ship lighter: ``--half-qat`` stores the QAT model's conv and linear weights in float16
+(quantization state, biases and BatchNorm stay float32, so the converted scales are the same; loading
+upcasts the weights), and ``--without-float`` leaves the float stage out. The manifest records what was
+left out or stored in half precision and the command that rebuilds it.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from triseg import artifacts
 from triseg.artifacts import sha256
@@ -24,6 +33,31 @@ def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise TrisegError(f"{what} {path} is not a JSON object: {fix}")
     return obj
+
+
+def half_weights(blob: dict[str, Any]) -> bytes:
+    """A stage file whose float32 tensors of two or more dimensions (conv and linear weights) are float16.
+
+    One-dimensional tensors (biases, BatchNorm, per-channel weight ranges, scales) stay float32, so the
+    converted model keeps its scales; ``load_state_dict`` copies the float16 weights into float32 ones.
+    """
+    state = {k: v.half() if v.dtype == torch.float32 and v.dim() >= 2 else v for k, v in blob["state_dict"].items()}
+    buf = io.BytesIO()
+    torch.save({**blob, "state_dict": state, "float16_weights": True}, buf)
+    return buf.getvalue()
+
+
+def rebuild_command(model: str, stage: str, commands: list[str], shipped: list[str]) -> str:
+    """The recorded commands that make ``stage`` again (with the earlier stages the zoo does not ship),
+    else the modes to run."""
+    order = list(artifacts.STAGES)
+    needed = [s for s in order[:order.index(stage)] if s not in shipped] + [stage]
+    steps = []
+    for s in needed:
+        mode = artifacts.STAGES[s][1]
+        made = [c for c in commands if f"--mode {mode} " in f"{c} " or f"triseg {mode} " in f"{c} "]
+        steps.append(made[0] if made else f"python main.py --mode {mode} --model {model}")
+    return " && ".join(steps)
 
 
 def zoo_add(args: ZooAddConfig) -> None:
@@ -52,11 +86,23 @@ def zoo_add(args: ZooAddConfig) -> None:
         if manifest_path.exists() else {}
     for src in sources.values():
         check_output_file(zoo / src.name)
-    files = {}
-    for stage, src in sources.items():
-        dst = zoo / src.name
-        artifacts.atomic_write_bytes(src.read_bytes(), dst)
+    shipped = [stage for stage in sources if not (stage == "float" and args.without_float)]
+    files: dict[str, dict[str, Any]] = {}
+    for stage in shipped:
+        src, dst = sources[stage], zoo / sources[stage].name
+        half = stage == "qat" and args.half_qat
+        artifacts.atomic_write_bytes(half_weights(blobs[stage]) if half else src.read_bytes(), dst)
         files[stage] = {"file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size}
+        if half:
+            files[stage]["float16_weights"] = (f"conv/linear weights stored in float16 (loading upcasts them); "
+                                               f"float32 ({src.stat().st_size} bytes): "
+                                               f"{rebuild_command(args.model, stage, args.command, shipped)}")
+    left_out = {}
+    for stage in sources:
+        if stage not in shipped:
+            (zoo / sources[stage].name).unlink(missing_ok=True)
+            left_out[stage] = {"bytes": sources[stage].stat().st_size,
+                               "rebuild": rebuild_command(args.model, stage, args.command, shipped)}
     manifest[args.model] = {
         "backend": backend,
         "acc_float_test": round(float(float_acc), 2),
@@ -66,10 +112,11 @@ def zoo_add(args: ZooAddConfig) -> None:
         "test_images": images,
         "commands": args.command,
         "files": files,
+        **({"left_out": left_out} if left_out else {}),
     }
     write_json(dict(sorted(manifest.items())), manifest_path)
     print(f"{args.model} -> {zoo} (float {manifest[args.model]['acc_float_test']}%, "
-          f"INT8 {manifest[args.model]['acc_int8_test']}%)")
+          f"INT8 {manifest[args.model]['acc_int8_test']}%; {', '.join(shipped)} shipped)")
 
 
 MODES = [

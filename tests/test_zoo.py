@@ -1,0 +1,106 @@
+"""The zoo: the default command's model is found there, zoo_add ships a light entry (half-precision QAT,
+no float stage) whose manifest says how to rebuild what it leaves out."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from triseg import artifacts, quant
+from triseg.cli import legacy_main, main
+from triseg.cli.parser import parse_options
+from triseg.data import batches
+from triseg.errors import TrisegError
+from triseg.jobs import SearchConfig
+from triseg.models import build_model
+from triseg.teacher import load_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_COMMAND = ["--episodes", "500", "--max-acc-drop", "2.0", "--kd-T", "2.0"]
+TRAIN_FLOAT = "python main.py --mode train_float --model lenet5 --epochs 30 --data-dir cifar10-jpg.tar.gz"
+TRAIN_QAT = "python main.py --mode train_qat --model lenet5 --qat-epochs 10 --data-dir cifar10-jpg.tar.gz"
+
+
+def test_default_command_without_a_zoo_model_is_one_line_saying_how_to_build_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(artifacts, "ZOO_DIR", tmp_path / "zoo")
+    (tmp_path / "zoo").mkdir()
+    shutil.copy(ROOT / "zoo/manifest.json", tmp_path / "zoo/manifest.json")
+    monkeypatch.chdir(tmp_path)
+    assert legacy_main(["--mode", "train_ppo_triseg", *DEFAULT_COMMAND]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: outputs/vgg16_int8.pth not found: run export_int8 first "
+                                                   "(after train_float, train_qat)")
+    assert "has no vgg16_int8.pth; it has int8 models of alexnet, lenet5, resnet20 (--model)" in err
+    assert not (tmp_path / "outputs/tri_ppo_int_codes").exists()
+
+
+def test_default_command_finds_vgg16_in_the_zoo(tmp_path, monkeypatch, sample, capsys, one_thread):
+    """A calibrated untrained VGG16 stands in for the trained one: the bare command's model is vgg16, and
+    with nothing in outputs/ it loads the zoo's file."""
+    torch.manual_seed(0)
+    model = artifacts.prepare_for_qat(build_model("vgg16"), "fbgemm")
+    with torch.no_grad():
+        model(next(batches(sample.train, 4))[0])
+    zoo_file = artifacts.save_stage(quant.convert(model.eval(), "fbgemm"), tmp_path / "zoo", "vgg16", "int8",
+                                    backend="fbgemm")
+    monkeypatch.setattr(artifacts, "ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_options(SearchConfig, DEFAULT_COMMAND)
+    assert (cfg.model, cfg.output_dir, cfg.episodes) == ("vgg16", "outputs", 500)
+    teacher = load_teacher(cfg.model, cfg.output_dir, device="cpu")
+    assert teacher.path == zoo_file and "using the zoo's" in capsys.readouterr().err
+    assert teacher.model.layers()[0] == "conv1_1"
+
+
+@pytest.fixture
+def lenet_outputs(tmp_path: Path) -> Path:
+    """The zoo's LeNet-5 stages and an eval_int8 JSON in an output folder, as zoo_add reads them."""
+    out = tmp_path / "outputs"
+    out.mkdir()
+    for stage in artifacts.STAGES:
+        shutil.copy(artifacts.stage_path(artifacts.ZOO_DIR, "lenet5", stage), out)
+    (out / "lenet5_int8_eval.json").write_text(json.dumps(
+        {"acc_qat": 71.9, "acc_int8": 71.86, "top1_agreement": 97.81, "backend": "fbgemm", "images": 8000}))
+    return out
+
+
+def test_zoo_add_ships_half_precision_qat_without_the_float_stage(lenet_outputs, tmp_path, monkeypatch, sample):
+    zoo = tmp_path / "zoo"
+    assert main(["zoo_add", "--model", "lenet5", "--output-dir", str(lenet_outputs), "--zoo-dir", str(zoo),
+                 "--half-qat", "--without-float", "--command", TRAIN_FLOAT, "--command", TRAIN_QAT]) == 0
+    entry = json.loads((zoo / "manifest.json").read_text())["lenet5"]
+    assert set(entry["files"]) == {"qat", "int8"} and not (zoo / "lenet5_float_unfused.pth").exists()
+    assert entry["left_out"]["float"]["rebuild"] == TRAIN_FLOAT
+    assert entry["files"]["qat"]["float16_weights"].endswith(TRAIN_FLOAT + " && " + TRAIN_QAT)
+    src_qat = artifacts.stage_path(lenet_outputs, "lenet5", "qat")
+    assert entry["files"]["qat"]["bytes"] < 0.6 * src_qat.stat().st_size
+    int8_file = artifacts.stage_path(zoo, "lenet5", "int8")
+    assert int8_file.read_bytes() == artifacts.stage_path(lenet_outputs, "lenet5", "int8").read_bytes()
+    assert entry["files"]["int8"]["sha256"] == artifacts.sha256(int8_file)
+
+    qat, backend = artifacts.load_qat(zoo, "lenet5")
+    assert all(v.dtype != torch.float16 for v in qat.state_dict().values())
+    full, _ = artifacts.load_qat(lenet_outputs, "lenet5")
+    half_int8, full_int8 = quant.convert(qat, "fbgemm"), quant.convert(full, "fbgemm")
+    moved = total = 0
+    for (name, a), (_, b) in zip(half_int8.named_modules(), full_int8.named_modules()):
+        ia, ib = quant.int8_layer(a), quant.int8_layer(b)
+        if ia is not None and ia["kind"] in ("conv", "linear"):
+            assert ia["scale"] == ib["scale"] and torch.equal(ia["w_scale"], ib["w_scale"]), name
+            diff = (ia["weight"] - ib["weight"]).abs()
+            assert int(diff.max()) <= 1, name
+            moved, total = moved + int((diff > 0).sum()), total + diff.numel()
+    assert moved / total < 0.01  # measured 0.52 % of LeNet-5's weights (AlexNet 0.47 %)
+    x, _ = next(batches(sample.test, 120))
+    with torch.no_grad():
+        agree = (half_int8(x).argmax(1) == full_int8(x).argmax(1)).float().mean().item()
+    assert agree >= 0.98  # measured 119 of 120
+
+    monkeypatch.setattr(artifacts, "ZOO_DIR", zoo)
+    with pytest.raises(TrisegError, match=re.escape(f"leaves out lenet5's float stage, rebuild it with: {TRAIN_FLOAT}")):
+        artifacts.load_float(tmp_path / "elsewhere", "lenet5")
