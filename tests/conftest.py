@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from triseg import artifacts, quant
-from triseg.data import Split, load_cifar10
+from triseg.data import Split, batches, load_cifar10
+from triseg.models import build_model
 
 REAL_DATA = Path(os.environ.get("TRISEG_TEST_DATA", Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"))
 
@@ -39,6 +40,23 @@ def lenet_int8():
     quant.set_engine(backend)
     qat, _ = artifacts.load_qat(artifacts.ZOO_DIR, "lenet5")
     return int8, qat, backend
+
+
+@pytest.fixture(scope="session")
+def calibrated_int8(sample):
+    """Untrained MobileNetV1 (depthwise convs) and NiN (1x1 convs, average pools, a pooled conv head),
+    calibrated on two batches of the sample and converted for fbgemm, by name."""
+    models, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)
+    for name in ("mobilenetv1", "nin"):
+        torch.manual_seed(0)
+        model = artifacts.prepare_for_qat(build_model(name), "fbgemm")
+        with torch.no_grad():
+            for _, (x, _) in zip(range(2), batches(sample.train, 16)):
+                model(x)
+        models[name] = quant.convert(model.eval(), "fbgemm")
+    torch.set_num_threads(threads)
+    return models
 
 
 def tiny_split(split: Split, n: int) -> Split:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from triseg import quant
 from triseg.approx.config import LayerCodes
 from triseg.approx.intsim import simulate
 from triseg.errors import TrisegError
-from triseg.hardware.cost import CostRecorder, as_dict, count, hardware_report
+from triseg.hardware.cost import CostRecorder, _codes, as_dict, count, hardware_report
 from triseg.hardware.energy import DEFAULT_TABLE, energy_pj, load_table
 from triseg.models.base import TapModel
 from triseg.recorder import attach
@@ -93,6 +94,26 @@ def test_int8_and_simulation_count_the_same(lenet_int8, sample) -> None:
     assert a["layers"]["conv1.0"]["source"] is None and a["layers"]["conv2.0"]["source"] == "conv1"
     assert a["layers"]["conv1.0"]["selected"] == 0 and a["layers"]["conv2.0"]["selected"] > 0
 
+
+
+@pytest.mark.parametrize("name", ["mobilenetv1", "nin"])
+def test_depthwise_and_pooled_inputs_count_the_same(name, calibrated_int8, sample, one_thread) -> None:
+    """MobileNetV1's fc reads global-average-pooled codes, which land on exact half codes; the INT8
+    kernels round them half to even, and so must the simulation's count of its consumers' operands."""
+    int8 = calibrated_int8[name]
+    config = {layer: LayerCodes(2, 4, 7, 9, 12) for layer in int8.layers()}
+    split = sample.test.take(16)
+    for cfg in ({}, config):
+        assert as_dict(count(int8, cfg, split, 16)) == as_dict(count(simulate(int8), cfg, split, 16))
+
+
+def test_simulated_operands_round_exact_half_codes_to_even() -> None:
+    """Pooled means of codes that land on x.5 (float32, a scale that is not a power of two): the kernels
+    round half to even, so a mean of 0.5 is a zero operand (skipped), not a code 1 (multiplied)."""
+    scale = 0.283863
+    means = (torch.tensor([[0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 2.0], [1.0, 1.0, 1.0, 2.0]]) * scale).mean(1)
+    codes, s_in = _codes(SimpleNamespace(s_in=scale), means)
+    assert codes.tolist() == [0, 0, 1] and s_in == scale
 
 def test_report_totals_and_energy(lenet_int8, sample) -> None:
     int8, _, _ = lenet_int8

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from triseg import artifacts, quant
+from triseg import artifacts
 from triseg.approx.config import LayerCodes
 from triseg.approx.intsim import grid_codes, simulate
 from triseg.approx.student import install
 from triseg.data import batches
-from triseg.models import build_model
 from triseg.recorder import attach
 
 NONTRIVIAL = {"conv1": LayerCodes(3, 6, 10, 16, 25), "conv2": LayerCodes(4, 8, 12, 20, 30),
@@ -59,23 +58,6 @@ def test_resnet20_residual_adds_are_simulated_exactly(sample) -> None:
     config = {layer: LayerCodes(3, 6, 10, 16, 25) for layer in int8.layers()}
     x, _ = next(batches(sample.test, 64))
     _codes_agree(int8, x, config)
-
-
-@pytest.fixture(scope="module")
-def calibrated_int8(sample):
-    """Untrained MobileNetV1 (depthwise convs) and NiN (1x1 convs, average pools, a pooled conv head),
-    calibrated on two batches of the sample and converted for fbgemm, by name."""
-    models, threads = {}, torch.get_num_threads()
-    torch.set_num_threads(1)
-    for name in ("mobilenetv1", "nin"):
-        torch.manual_seed(0)
-        model = artifacts.prepare_for_qat(build_model(name), "fbgemm")
-        with torch.no_grad():
-            for _, (x, _) in zip(range(2), batches(sample.train, 16)):
-                model(x)
-        models[name] = quant.convert(model.eval(), "fbgemm")
-    torch.set_num_threads(threads)
-    return models
 
 
 @pytest.mark.parametrize("name", ["mobilenetv1", "nin"])

@@ -33,7 +33,7 @@ from torch import nn
 
 from triseg import quant
 from triseg.approx.config import LayerCodes
-from triseg.approx.intsim import SimLinearOrConv
+from triseg.approx.intsim import SimLinearOrConv, grid_codes
 from triseg.approx.lut import LutEdit
 from triseg.approx.student import CoverageRecorder
 from triseg.data import Split, batches
@@ -88,7 +88,7 @@ def _codes(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, float]:
     if x.is_quantized:
         return x.int_repr().to(torch.int64) - int(x.q_zero_point()), float(x.q_scale())
     s_in = float(module.s_in)
-    return torch.round(x.detach().double() / s_in).to(torch.int64), s_in
+    return grid_codes(x.detach(), s_in).to(torch.int64), s_in
 
 
 def _geometry(module: nn.Module) -> dict[str, Any] | None:
