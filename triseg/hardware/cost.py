@@ -303,7 +303,10 @@ def count(model: nn.Module, config: dict[str, LayerCodes], split: Split, batch_s
           coverage: bool = False, per_image: bool = False, counts: CostCounts | None = None) -> CostCounts:
     """Run ``model`` with ``config`` over ``split``, count every consumer's operands, keep the predictions
     (``coverage``: and the per-layer coverage of the maps, as :func:`~triseg.approx.student.evaluate_student`
-    gives it; ``per_image``: and each image's multiplies). ``counts``: add to these counts of earlier images."""
+    gives it; ``per_image``: and each image's multiplies). ``counts``: add to these counts of earlier images
+    (coverage is not added up: not both)."""
+    if coverage and counts is not None:
+        raise ValueError("count(): coverage cannot be added to earlier counts")
     recorder = CostRecorder(model, config, coverage=coverage, per_image=per_image, counts=counts)
     previous = model.recorder
     attach(model, recorder)
