@@ -3,7 +3,7 @@ the search episodes, and the selection on validation (Pareto front validated, ha
 
 Runs ``triseg search --objective savings --dynamic-tmax`` through the public API on the real data with
 the zoo's teacher, validation only (the test split is not opened). Then selects again on the job's
-candidates with and without the race on validation (``--race``/``--no-race``): the time of each and
+candidates with and without the race on validation (``--race``): the time of each and
 whether they pick the same config. ``--archive CKPT`` skips the search and compares the two on the
 candidates of a finished search's checkpoint (e.g. a sweep cell's).
 

@@ -113,6 +113,6 @@ def test_race_picks_what_every_candidate_on_the_whole_split_picks(savings_candid
 
 
 def test_race_is_a_savings_option() -> None:
-    assert api.SearchConfig(objective="savings").race
+    assert not api.SearchConfig(objective="savings").race and api.SearchConfig(objective="savings", race=True).race
     with pytest.raises(api.TrisegError, match="--race applies only with --objective savings"):
-        api.SearchConfig(race=False)
+        api.SearchConfig(race=True)

@@ -198,10 +198,11 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
                                              "of the validation split exceeds the limit on the other half in at most "
                                              "this share of the splits (e.g. 0.05)",
                                        check=only_with("objective", "savings", check=between(0, 1)))
-    race: bool = option(True, "savings: race the Pareto candidates on growing slices of validation (500 images, "
-                              "doubling); one leaves when its drop exceeds --max-acc-drop minus the margin, or its "
-                              "multiplies the best whole-split candidate's, by 4 standard errors; the pick and the "
-                              "front are validated on the whole split (--no-race, or --margin-risk: every candidate)",
+    race: bool = option(False, "savings: race the Pareto candidates on growing slices of validation (500 images, "
+                               "doubling); one leaves when its drop exceeds --max-acc-drop minus the margin, or its "
+                               "multiplies the best whole-split candidate's, by 4 standard errors; the pick comes "
+                               "from the whole split, the front keeps only the candidates that reached it (default: "
+                               "every candidate on the whole split, the whole front)",
                         check=only_with("objective", "savings"))
     top_k: int = option(30, "configs kept for the validation pass (savings: points of the Pareto front)",
                         check=POSITIVE)
