@@ -23,8 +23,6 @@ import torch
 
 import machine
 from triseg import api
-from triseg.hardware.cost import count
-from triseg.search.legal import project
 
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
 STEPS = (1, 2, 4, 8)
@@ -37,7 +35,7 @@ def neighbours(config: api.Config, layer: str, field: str) -> list[api.Config]:
     for step in STEPS:
         for value in (getattr(cur, field) - step, getattr(cur, field) + step):
             moved = replace(cur, **{field: value})
-            codes = project(moved.t1, moved.v1, moved.t2, moved.v2, moved.tmax)
+            codes = api.project(moved.t1, moved.v1, moved.t2, moved.v2, moved.tmax)
             if getattr(codes, field) == value and codes != cur:
                 out.append({**config, layer: codes})
     return out
@@ -61,12 +59,12 @@ def main() -> None:
                            space=api.SpaceOptions(dynamic_tmax=True))
     teacher, data = api.load_teacher(args.model, "outputs"), api.load_data(cfg)
     evaluator = api.make_evaluator(teacher, data, cfg)
-    base = count(teacher.model, {}, data.val, 500)
+    base = api.count(teacher.model, {}, data.val, 500)
     base_acc, base_mult = base.accuracy(data.val.y), base.total("multiplied")
     print(machine.describe())
 
     def validate(config: api.Config) -> tuple[float, float]:
-        counts = count(teacher.model, config, data.val, 500)
+        counts = api.count(teacher.model, config, data.val, 500)
         return base_acc - counts.accuracy(data.val.y), counts.total("multiplied") / base_mult
 
     for point in result.settings["pareto_front"]:

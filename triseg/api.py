@@ -28,7 +28,7 @@ from triseg.errors import TrisegError
 from triseg.export import ExportRequest, export, onnx_graph, qonnx_graph
 from triseg.export.deps import require as require_extra
 from triseg.export.verify import QonnxRunner, compare, op_counts, optimised_ops, ort_runner, ort_session
-from triseg.hardware.cost import HardwareReport, hardware_report
+from triseg.hardware.cost import CostCounts, HardwareReport, count, hardware_report
 from triseg.models import MODELS, build_model
 from triseg.quant import activation_top_code, set_engine
 from triseg.quant import convert as convert_int8
@@ -41,6 +41,7 @@ from triseg.recorder import EditOnlyRecorder, attach
 from triseg.search.ppo import PPOConfig, PPOStrategy
 from triseg.search.registry import STRATEGIES
 from triseg.search.result import RunPaths, SearchResult, TestMetrics, Validation
+from triseg.search.legal import project
 from triseg.search.select import select_savings, split_half_risk, teacher_on_validation
 from triseg.search.space import SearchSpace
 from triseg.search.space import build_space as calibrate_space
@@ -68,7 +69,7 @@ __all__ = [
     "SupervisedJobConfig", "Teacher", "TestMetrics", "TrisegConfig", "TrisegError", "Validation", "WarmConfig",
     "build_space", "evaluate_student", "evaluate_test", "final_test", "load_cifar10", "load_config", "load_data",
     "load_teacher", "make_evaluator", "run_search", "run_supervised", "split_half_risk",
-    "Candidate", "candidates_from", "select_savings", "teacher_on_validation",
+    "Candidate", "candidates_from", "select_savings", "teacher_on_validation", "CostCounts", "count", "project",
     "IntegerModel", "LsqInferConfig", "LsqQatConfig", "LsqTrainConfig", "QuantNet", "build_lsq_model",
     "export_integer", "load_lsq_checkpoint", "lsq_infer", "lsq_model_from_checkpoint", "lsq_qat", "lsq_train",
     "to_qat",
