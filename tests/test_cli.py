@@ -136,6 +136,38 @@ def test_eval_config_errors(tmp_path, capsys):
     assert len(errors) == 1 and "layer conv1: v1 2 must be in [t1+1, t2-1] = [4, 8]" in errors[0]
 
 
+
+def test_eval_runs_teacher_and_student_once_over_test(tmp_path, monkeypatch, capsys, sample, one_thread):
+    """eval_ppo_int8: one counted pass of the teacher and one of the student (it was two each), with the
+    accuracies, coverage and hardware counts of separate passes."""
+    from triseg import api
+    from triseg.search import select
+
+    layers = {"conv2": {"t1_code": 4, "v1_code": 8, "t2_code": 12, "v2_code": 20, "tmax_code": 30}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"layers": layers, "model": "lenet5", "backend": "fbgemm"}))
+    calls: list[int] = []
+
+    def counting(model, config, split, *args, **kwargs):
+        calls.append(len(config))
+        return count(model, config, split, *args, **kwargs)
+
+    count = select.count
+    monkeypatch.setattr(select, "count", counting)
+    monkeypatch.delenv("TRISEG_DATA_DIR", raising=False)
+    assert main(["eval_ppo_int8", "--model", "lenet5", "--config-path", str(path), "--output-dir",
+                 str(tmp_path), "--batch-size", "40"]) == 0
+    assert sorted(calls) == [0, 1]
+    out = json.loads((tmp_path / "tri_ppo_int_codes" / "c.eval.json").read_text())
+    teacher = api.load_teacher("lenet5", tmp_path / "none", device="cpu")
+    config = {"conv2": api.LayerCodes.from_json("conv2", layers["conv2"])}
+    t = api.evaluate_student(teacher.model, {}, sample.test, 40)
+    s = api.evaluate_student(teacher.model, config, sample.test, 40)
+    assert out["images"] == len(sample.test) == 120
+    assert (out["acc_teacher"], out["acc_student"]) == (round(t.accuracy, 4), round(s.accuracy, 4))
+    assert out["coverage"] == s.coverage and out["mapped_share"] == s.mapped_share
+    assert out["hardware"] == api.hardware_report(teacher.model, config, sample.test, "test", None, 40).to_json()
+
 def test_pipeline_end_to_end_on_the_sample(tmp_path):
     out = str(tmp_path / "outputs")
     for argv in (["--mode", "train_float", "--model", "lenet5", "--epochs", "1", "--batch-size", "64"],

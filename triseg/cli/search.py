@@ -7,17 +7,16 @@ from pathlib import Path
 
 from triseg.analysis.sensitivity import search_output_dir
 from triseg.approx.config import TrisegConfig, config_path
-from triseg.approx.student import evaluate_student
 from triseg.artifacts import write_json
 from triseg.cli.common import prepare
 from triseg.cli.modes import Mode
 from triseg.errors import TrisegError
-from triseg.hardware.cost import hardware_report
 from triseg.jobs import EvalConfig, FinalTestConfig, ParetoConfig, SearchConfig
 from triseg.paths import check_output_file
 from triseg.search.job import (SearchRun, energy_table, final_test, load_data, pareto_front, pick_pareto_point,
                                run_search)
 from triseg.search.result import RESULT_DIR, SearchResult
+from triseg.search.select import evaluate_on_test
 from triseg.teacher import load_result_teacher
 
 
@@ -43,23 +42,23 @@ def eval_ppo_int8(cfg: EvalConfig) -> None:
                                                cfg.device, cfg.backend, cfg.allow_other_teacher)
     data = load_data(cfg)
     model, be = teacher.model, teacher.backend
-    t = evaluate_student(model, {}, data.test, cfg.batch_size)
-    s = evaluate_student(model, tcfg.layers, data.test, cfg.batch_size)
-    drop = t.accuracy - s.accuracy
-    print(f"{cfg.model} ({be}) on {len(data.test)} test images: teacher {t.accuracy:.2f}% "
-          f"student {s.accuracy:.2f}% drop {drop:.2f} points")
+    metrics, coverage, report = evaluate_on_test(model, tcfg.layers, data.test, cfg.batch_size,
+                                                 energy_table(cfg.cost_table))
+    drop = metrics.acc_drop
+    print(f"{cfg.model} ({be}) on {len(data.test)} test images: teacher {metrics.acc_teacher:.2f}% "
+          f"student {metrics.acc_student:.2f}% drop {drop:.2f} points")
     print(f"{'layer':<14}{'t1':>4}{'v1':>4}{'t2':>4}{'v2':>4}{'tmax':>5}{'changed':>9}{'zeroed':>8}")
     for layer, c in tcfg.layers.items():
-        cov = s.coverage[layer]
+        cov = coverage["layers"][layer]
         print(f"{layer:<14}{c.t1:>4}{c.v1:>4}{c.t2:>4}{c.v2:>4}{c.tmax:>5}"
               f"{cov['changed_share']:>9.3f}{cov['zeroed_share']:>8.3f}")
-    hardware = hardware_report(model, tcfg.layers, data.test, "test", energy_table(cfg.cost_table),
-                               cfg.batch_size).to_json()
+    hardware = report.to_json()
     print_hardware(hardware)
     write_json({"model": cfg.model, "backend": be, "config": cfg.config_path, "images": len(data.test),
                 "teacher": teacher.identity(), **({"other_teacher": other} if other else {}),
-                "acc_teacher": t.accuracy, "acc_student": s.accuracy, "acc_drop": drop,
-                "coverage": s.coverage, "mapped_share": s.mapped_share, "hardware": hardware}, out)
+                "acc_teacher": metrics.acc_teacher, "acc_student": metrics.acc_student, "acc_drop": drop,
+                "top1_agreement": metrics.top1_agreement,
+                "coverage": coverage["layers"], "mapped_share": coverage["mapped_share"], "hardware": hardware}, out)
     print(f"-> {out}")
 
 
