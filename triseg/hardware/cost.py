@@ -167,25 +167,25 @@ def _kept(block: torch.Tensor, zero: int, c: LayerCodes | None, quantized: bool)
     return is_zero, kept
 
 
+def _per_image_position(mask: torch.Tensor) -> torch.Tensor:
+    """A conv input's mask summed over channels, per image and position (N, H, W); a linear input's as it is."""
+    if mask.dim() != 4:
+        return mask
+    if mask.is_contiguous(memory_format=torch.channels_last):  # sum along the contiguous channel axis
+        return mask.permute(0, 2, 3, 1).sum(3, dtype=torch.int32)
+    return mask.sum(1, dtype=torch.int32)
+
+
 def _macs_of(mask: torch.Tensor, weights: torch.Tensor) -> int:
     """MACs of the masked elements: the mask summed over batch and channels, weighted per position."""
-    if mask.dim() == 4:
-        if mask.is_contiguous(memory_format=torch.channels_last):  # sum along the contiguous channel axis
-            per_position = mask.permute(0, 2, 3, 1).sum(3, dtype=torch.int32).sum(0)
-        else:
-            per_position = mask.sum((0, 1), dtype=torch.int32)
-    else:
-        per_position = mask.sum(0, dtype=torch.int32)
+    per_position = _per_image_position(mask).sum(0, dtype=torch.int32)
     return round(float((per_position.to(torch.float64) * weights).sum()))
 
 
 def _image_macs(mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """MACs of the masked elements of each image (float64 holding exact integers)."""
-    if mask.dim() == 4:
-        per_position = (mask.permute(0, 2, 3, 1).sum(3, dtype=torch.int32)
-                        if mask.is_contiguous(memory_format=torch.channels_last) else mask.sum(1, dtype=torch.int32))
-        return (per_position.to(torch.float64) * weights).sum((1, 2))
-    return (mask.to(torch.float64) * weights).sum(1)
+    per_image = _per_image_position(mask).to(torch.float64) * weights
+    return per_image.flatten(1).sum(1)
 
 
 def _blocks(module: nn.Module, x: torch.Tensor, geo_key: tuple, maps: Sequence[LayerCodes | None]):
