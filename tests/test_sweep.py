@@ -200,11 +200,12 @@ def test_local_ray_gives_the_in_process_results(swept, tmp_path):
     ray = pytest.importorskip("ray")
     spec, _ = swept
     on_ray = sweep.load_spec(write_spec(tmp_path, tmp_path / "out"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        summary = sweep.run_sweep(on_ray, max_parallel=2, use_ray=True)
+        summary = sweep.run_sweep(on_ray, max_parallel=2, use_ray=True)  # starts a local Ray
+        worker_niceness = ray.get(ray.remote(lambda: os.nice(0)).remote())
     finally:
         ray.shutdown()
+    assert worker_niceness == os.nice(0)  # cells run at the driver's priority, not Ray's nice 15
     assert summary["ray"] and summary["ran"] == 4 and summary["failed"] == {}
     for cell, twin in zip(on_ray.cells, spec.cells):
         assert outcome(sweep.finished(cell)) == outcome(sweep.finished(twin))

@@ -322,6 +322,9 @@ def _run_ray(cells: list[Cell], address: str | None, max_parallel: int | None, b
         if address is not None:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         else:
+            # the cells are the user's job, not background work: run them at the driver's priority (Ray's
+            # default worker niceness, 15, lets any niced process on the machine starve them)
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=max_parallel, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     task = ray.remote(num_cpus=1, max_retries=0)(_ray_cell)
     limit = max_parallel or max(1, int(ray.cluster_resources().get("CPU", 1)))
