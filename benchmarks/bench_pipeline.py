@@ -1,4 +1,5 @@
-"""Throughput of every model on this CPU: training images/s, and FP32, fake-quant (QAT) and INT8
+"""Throughput of every model on this CPU: training images/s (float32, and bfloat16 autocast as
+``--precision bf16`` trains), and FP32, fake-quant (QAT) and INT8
 inference images/s at batch 32 and 256, with the INT8 / fake-quant ratio measured in the same run.
 
 Untrained models are fine for timing (the observers are calibrated on random batches first).
@@ -42,13 +43,15 @@ def bench_model(name: str, engine: str, min_time: float) -> dict[str, float]:
     x_train = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y_train = torch.randint(0, 10, (128,))
 
-    def step() -> None:
-        loss = F.cross_entropy(model(x_train), y_train)
+    def step(bf16: bool = False) -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x_train), y_train)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    row = {"train": per_second(step, 128, min_time)}
+    row = {"train": per_second(step, 128, min_time), "train bf16": per_second(lambda: step(True), 128, min_time)}
+    row["bf16/fp32"] = row["train bf16"] / row["train"]
     fp32 = api.build_model(name).eval()
     qat = api.qat_skeleton(name, "fbgemm")
     with torch.no_grad():
@@ -75,7 +78,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the Markdown table here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cols = ["train", "fp32@32", "fakequant@32", "int8@32", "int8/fq@32", "fp32@256", "fakequant@256", "int8@256",
+    cols = ["train", "train bf16", "bf16/fp32", "fp32@32", "fakequant@32", "int8@32", "int8/fq@32", "fp32@256", "fakequant@256", "int8@256",
             "int8/fq@256"]
     lines = [f"images/s, {args.threads} threads, INT8 engine {args.engine}, {machine.describe()}", "",
              "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]

@@ -22,6 +22,7 @@ from triseg.search.optuna_search import OptunaConfig
 from triseg.search.ppo import PPOConfig
 from triseg.search.supervised import SupervisedConfig
 from triseg.search.warm import WarmConfig
+from triseg.train import PRECISIONS, SCHEDULES
 
 SPLITS = ("train", "val", "test")
 
@@ -130,10 +131,14 @@ class TrainFloatConfig(ModelOptions, DataOptions, SeedOptions, BatchOptions, Dev
 
     epochs: int = option(30, "training epochs", check=POSITIVE)
     lr: float = option(0.05, "peak learning rate of the schedule", check=above(0))
-    schedule: str = option("onecycle", "learning-rate schedule", choices=("onecycle", "cosine"))
+    schedule: str = option("onecycle", "learning-rate schedule", choices=tuple(SCHEDULES))
     weight_decay: float = option(5e-4, "SGD weight decay", check=at_least(0))
     max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
     resume_or_start: bool = option(False, "continue from the checkpoint if there is one, else start from scratch")
+    precision: str = option("fp32", "arithmetic of the training passes: fp32, or bf16 autocast (mixed precision, "
+                                    "the weights stay float32; faster on GPUs and on CPUs with AMX or "
+                                    "AVX512-BF16, slower elsewhere); may change when a run is resumed",
+                            choices=PRECISIONS)
 
 
 @dataclass

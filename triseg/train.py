@@ -31,6 +31,9 @@ def _cosine(cfg: "TrainConfig", opt: torch.optim.Optimizer, total: int) -> torch
 
 
 SCHEDULES = {"onecycle": _onecycle, "cosine": _cosine}
+PRECISIONS = ("fp32", "bf16")
+# how a run computes, not what it trains: may change when a run is resumed (on another machine or device)
+RUN_ONLY = frozenset({"precision"})
 
 
 @dataclass
@@ -46,6 +49,8 @@ class TrainConfig(Options):
     schedule: str = option("onecycle", "learning-rate schedule", choices=lambda: list(SCHEDULES))
     seed: int = option(0, "random seed", check=at_least(0))
     channels_last: bool = option(True, "channels_last memory format on the CPU")
+    precision: str = option("fp32", "arithmetic of the training passes: fp32, or bf16 autocast (mixed precision, "
+                                    "the weights stay float32)", choices=PRECISIONS)
     max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
 
 
@@ -122,7 +127,8 @@ def fit(
     start, history = 0, {}
     if use_checkpoint:
         state = load_checkpoint(checkpoint, "training checkpoint", device)
-        if state.get("config") != asdict(cfg) or state.get("data", _data_identity(data)) != _data_identity(data):
+        if _identity(state.get("config")) != _identity(asdict(cfg)) \
+                or state.get("data", _data_identity(data)) != _data_identity(data):
             raise TrisegError(f"{checkpoint} was made with other settings or data; pass the same options to resume, "
                               f"or drop --resume")
         try:
@@ -164,6 +170,11 @@ def fit(
     return history
 
 
+def _identity(config: dict | None) -> dict | None:
+    """The settings a checkpoint must share with the run that resumes it (all but :data:`RUN_ONLY`)."""
+    return None if config is None else {k: v for k, v in config.items() if k not in RUN_ONLY}
+
+
 def _train_epoch(model: nn.Module, split: Split, cfg: TrainConfig, opt: torch.optim.Optimizer,
                  sched: torch.optim.lr_scheduler.LRScheduler, steps: int, gen: torch.Generator, device: str,
                  use_cl: bool, desc: str) -> tuple[float, float]:
@@ -180,8 +191,9 @@ def _train_epoch(model: nn.Module, split: Split, cfg: TrainConfig, opt: torch.op
         if use_cl:
             x = x.contiguous(memory_format=torch.channels_last)
         try:
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             if not math.isfinite(loss.item()):
                 raise TrisegError(f"training diverged (loss {loss.item()}) in {desc}: lower the learning rate")
             opt.zero_grad(set_to_none=True)
