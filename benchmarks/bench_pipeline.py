@@ -1,5 +1,5 @@
 """Throughput of every model on this CPU: training images/s (float32, and bfloat16 autocast as
-``--precision bf16`` trains), and FP32, fake-quant (QAT) and INT8
+``train_float --amp`` trains), and FP32, fake-quant (QAT) and INT8
 inference images/s at batch 32 and 256, with the INT8 / fake-quant ratio measured in the same run.
 
 Untrained models are fine for timing (the observers are calibrated on random batches first).

@@ -61,10 +61,10 @@ def test_bf16_trains_in_bfloat16_and_resumes_a_float32_run(sample, tmp_path):
         fit(model, sample, fp32, ckpt, tmp_path / "tb", epoch_hook=kill_after_first_epoch)
     assert set(seen) == {torch.float32}
     state = torch.load(ckpt, weights_only=False)
-    del state["config"]["precision"]  # a checkpoint written before the option existed
+    del state["config"]["amp"]  # a checkpoint written before the option existed
     torch.save(state, ckpt)
     seen.clear()
-    bf16 = TrainConfig(**{**vars(fp32), "precision": "bf16"})
+    bf16 = TrainConfig(**{**vars(fp32), "amp": True})
     fit(model, sample, bf16, ckpt, tmp_path / "tb", resume=True)  # precision may change on resume
     hook.remove()
     assert set(seen) == {torch.bfloat16}

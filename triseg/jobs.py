@@ -22,7 +22,7 @@ from triseg.search.optuna_search import OptunaConfig
 from triseg.search.ppo import PPOConfig
 from triseg.search.supervised import SupervisedConfig
 from triseg.search.warm import WarmConfig
-from triseg.train import PRECISIONS, SCHEDULES
+from triseg.train import SCHEDULES
 
 SPLITS = ("train", "val", "test")
 
@@ -135,10 +135,8 @@ class TrainFloatConfig(ModelOptions, DataOptions, SeedOptions, BatchOptions, Dev
     weight_decay: float = option(5e-4, "SGD weight decay", check=at_least(0))
     max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
     resume_or_start: bool = option(False, "continue from the checkpoint if there is one, else start from scratch")
-    precision: str = option("fp32", "arithmetic of the training passes: fp32, or bf16 autocast (mixed precision, "
-                                    "the weights stay float32; faster on GPUs and on CPUs with AMX or "
-                                    "AVX512-BF16, slower elsewhere); may change when a run is resumed",
-                            choices=PRECISIONS)
+    amp: bool = option(False, "mixed precision: bfloat16 autocast, the weights stay float32 (faster on GPUs and on "
+                              "CPUs with AMX or AVX512-BF16, slower elsewhere); may change when a run is resumed")
 
 
 @dataclass
@@ -450,7 +448,8 @@ class LsqTrainConfig(LsqTrainingOptions):
     model: str = option("resnet_cifar10", "LSQ network", choices=_lsq_model_names)
     lr: float = option(0.1, "peak learning rate of the cosine schedule", check=above(0))
     weight_decay: float = option(5e-4, "SGD weight decay (not on biases and BN parameters)", check=at_least(0))
-    amp: bool = option(False, "mixed precision (float16 on CUDA, bfloat16 on the CPU)")
+    amp: bool = option(False, "mixed precision (float16 on CUDA, bfloat16 on the CPU); may change when a run is "
+                              "resumed")
 
 
 @dataclass

@@ -31,9 +31,8 @@ def _cosine(cfg: "TrainConfig", opt: torch.optim.Optimizer, total: int) -> torch
 
 
 SCHEDULES = {"onecycle": _onecycle, "cosine": _cosine}
-PRECISIONS = ("fp32", "bf16")
 # how a run computes, not what it trains: may change when a run is resumed (on another machine or device)
-RUN_ONLY = frozenset({"precision"})
+RUN_ONLY = frozenset({"amp"})
 
 
 @dataclass
@@ -49,8 +48,7 @@ class TrainConfig(Options):
     schedule: str = option("onecycle", "learning-rate schedule", choices=lambda: list(SCHEDULES))
     seed: int = option(0, "random seed", check=at_least(0))
     channels_last: bool = option(True, "channels_last memory format on the CPU")
-    precision: str = option("fp32", "arithmetic of the training passes: fp32, or bf16 autocast (mixed precision, "
-                                    "the weights stay float32)", choices=PRECISIONS)
+    amp: bool = option(False, "mixed precision: bfloat16 autocast of the training passes (the weights stay float32)")
     max_train_batches: int | None = option(None, "cap batches per epoch (smoke runs)", check=POSITIVE)
 
 
@@ -191,7 +189,7 @@ def _train_epoch(model: nn.Module, split: Split, cfg: TrainConfig, opt: torch.op
         if use_cl:
             x = x.contiguous(memory_format=torch.channels_last)
         try:
-            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             if not math.isfinite(loss.item()):

@@ -40,7 +40,7 @@ def train_float(cfg: TrainFloatConfig) -> None:
     data = load_data(cfg)
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, schedule=cfg.schedule,
                        weight_decay=cfg.weight_decay, seed=cfg.seed, max_train_batches=cfg.max_train_batches,
-                       precision=cfg.precision)
+                       amp=cfg.amp)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
     hist = fit(model, data, tcfg, ckpt, run_dir(cfg, "float", cfg.seed), resume=cfg.resume, device=device,

@@ -169,12 +169,12 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
 
 
 RESUME_FREE = ("resume", "resume_or_start", "workers", "loader_workers", "log_dir", "device", "cuda", "output_dir",
-               "eval_limit", "float_checkpoint", "epochs")
+               "eval_limit", "float_checkpoint", "epochs", "amp")
 
 
 def _check_same_settings(ckpt: dict, cfg: LsqTrainingOptions, path: Path) -> None:
     """A resumed run must use the settings its checkpoint was made with (all but the folders, threads,
-    device and the number of epochs)."""
+    device, mixed precision and the number of epochs)."""
     made = ckpt.get("config")
     if not isinstance(made, dict):
         return
