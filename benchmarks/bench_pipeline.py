@@ -78,8 +78,8 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the Markdown table here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cols = ["train", "train bf16", "bf16/fp32", "fp32@32", "fakequant@32", "int8@32", "int8/fq@32", "fp32@256", "fakequant@256", "int8@256",
-            "int8/fq@256"]
+    cols = ["train", "train bf16", "bf16/fp32", "fp32@32", "fakequant@32", "int8@32", "int8/fq@32", "fp32@256",
+            "fakequant@256", "int8@256", "int8/fq@256"]
     lines = [f"images/s, {args.threads} threads, INT8 engine {args.engine}, {machine.describe()}", "",
              "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name in args.models:
