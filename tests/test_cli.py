@@ -136,7 +136,6 @@ def test_eval_config_errors(tmp_path, capsys):
     assert len(errors) == 1 and "layer conv1: v1 2 must be in [t1+1, t2-1] = [4, 8]" in errors[0]
 
 
-
 def test_eval_runs_teacher_and_student_once_over_test(tmp_path, monkeypatch, capsys, sample, one_thread):
     """eval_ppo_int8: one counted pass of the teacher and one of the student (it was two each), with the
     accuracies, coverage and hardware counts of separate passes."""
@@ -167,6 +166,7 @@ def test_eval_runs_teacher_and_student_once_over_test(tmp_path, monkeypatch, cap
     assert (out["acc_teacher"], out["acc_student"]) == (round(t.accuracy, 4), round(s.accuracy, 4))
     assert out["coverage"] == s.coverage and out["mapped_share"] == s.mapped_share
     assert out["hardware"] == api.hardware_report(teacher.model, config, sample.test, "test", None, 40).to_json()
+
 
 def test_pipeline_end_to_end_on_the_sample(tmp_path):
     out = str(tmp_path / "outputs")

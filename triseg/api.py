@@ -38,10 +38,10 @@ from triseg.search.exact_mse import exact_mse_codes
 from triseg.search.job import (SearchRun, build_space, evaluate_test, final_test, load_data, make_evaluator,
                                run_search, run_supervised, select_result)
 from triseg.recorder import EditOnlyRecorder, attach
+from triseg.search.legal import project
 from triseg.search.ppo import PPOConfig, PPOStrategy
 from triseg.search.registry import STRATEGIES
 from triseg.search.result import RunPaths, SearchResult, TestMetrics, Validation
-from triseg.search.legal import project
 from triseg.search.select import select_savings, split_half_risk, teacher_on_validation
 from triseg.search.space import SearchSpace
 from triseg.search.space import build_space as calibrate_space
