@@ -21,14 +21,14 @@ from triseg.cli import main
 from triseg.cli.parser import parse_options
 from triseg.errors import TrisegError
 from triseg.jobs import LsqInferConfig, LsqQatConfig, LsqTrainConfig
-from triseg.lsq.integer import (IntegerModel, add_requantize, export_integer, ieee_fp32, mac, quantize_multiplier,
-                                 requantize_)
+from triseg.lsq.integer import (IntegerModel, add_requantize, export_integer, ieee_fp32, mac, multipliers,
+                                 quantize_multiplier, requantize_)
 from triseg.lsq.integer import ENGINE_OPS, EXPORT_OPS
 from triseg.lsq.models import FLOAT_OPS, ConvBN, Op, build_model
 from triseg.lsq.ops import KINDS, op_table
 from triseg.lsq.qat import QAT_OPS, to_qat
 from triseg.lsq.quantizer import LsqQuantizer, check_bits
-from triseg.lsq.train import pick_device
+from triseg.lsq.train import model_from_checkpoint, pick_device
 
 torch.set_num_threads(1)
 
@@ -58,6 +58,27 @@ def test_activation_grad_scale_uses_features_per_sample() -> None:
     q.step.grad = None
     q(x).sum().backward()
     assert q.step.grad.item() == pytest.approx(24 * 3 / math.sqrt(6 * 3), rel=1e-6)
+
+
+def test_per_channel_steps_start_per_channel_and_scale_gradients_by_channel_size() -> None:
+    q = LsqQuantizer(2, signed=True, per_sample=False, per_channel=True)  # Qn = -2, Qp = 1
+    pattern = torch.tensor([[-3.0, -1.0, 0.0], [1.0, 2.0, 5.0]])  # mean |.| = 2
+    w = torch.stack([pattern * v for v in (0.1, 1.0, 4.0)])  # three channels of 6 weights
+    q.init_step(w)
+    assert q.step.shape == (3, 1, 1)
+    assert q.step.flatten().tolist() == pytest.approx([0.4, 4.0, 16.0])  # 2 * mean|w_c| / sqrt(1)
+    # w/s = pattern / 4 in every channel: -0.75, -0.25, 0, 0.25, 0.5 (ties to even: 0), 1.25 (Qp = 1)
+    codes = torch.tensor([[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(q(w), torch.stack([codes * s for s in (0.4, 4.0, 16.0)]))
+    flat = torch.stack([torch.full((2, 3), v) for v in (0.1, 1.0, -4.0)])
+    with torch.no_grad():
+        q.step.copy_(torch.tensor([0.05, 0.25, 1.0]).view(3, 1, 1))
+    q(flat).sum().backward()
+    # w/s = 2, 4, -4 per channel: clipped at Qp = 1, Qp = 1 and Qn = -2; each channel's 6 gradients of
+    # Qp or Qn sum before the scale g = 1/sqrt(6 * Qp)
+    assert q.step.grad.flatten().tolist() == pytest.approx([6 / math.sqrt(6), 6 / math.sqrt(6), -12 / math.sqrt(6)])
+    with pytest.raises(ValueError, match="not both"):
+        LsqQuantizer(4, signed=True, per_sample=True, per_channel=True)
 
 
 @pytest.mark.parametrize("bits", [0, 1, 9, 16])
@@ -243,6 +264,33 @@ def test_add_requantize_rounds_once_near_ties(case: tuple[int, int, int, int, in
     _check_add_requantize(*case)
 
 
+CHANNEL_M = st.lists(st.floats(min_value=1e-4, max_value=4.0), min_size=3, max_size=3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(CHANNEL_M, st.lists(st.integers(min_value=-(2**31) + 1, max_value=2**31 - 1), min_size=12, max_size=12))
+def test_per_channel_requantize_is_exact_rounding(ms: list[float], accs: list[int]) -> None:
+    m0, n = multipliers(torch.tensor(ms), 1.0)
+    got = requantize_(torch.tensor(accs).view(2, 3, 2), m0, n)  # (N, C, L): channel c uses (m0[c], n[c])
+    for (i, c, j), value in zip(((i, c, j) for i in range(2) for c in range(3) for j in range(2)), got.flatten()):
+        exact = Fraction(accs[i * 6 + c * 2 + j] * int(m0[c]), 2 ** (31 + int(n[c])))
+        assert value.item() == math.floor(exact + Fraction(1, 2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(ADD_INPUT, ADD_INPUT, M0, SHIFT), min_size=4, max_size=4), M0, SHIFT)
+def test_add_requantize_per_channel_rounds_once(channels: list[tuple[int, int, int, int]], m0b: int, nb: int) -> None:
+    """Input a has one multiplier per channel (a conv accumulator with per-channel weight steps), b one."""
+    a = torch.tensor([c[0] for c in channels]).view(1, 4, 1, 1)
+    b = torch.tensor([c[1] for c in channels]).view(1, 4, 1, 1)
+    m0a, na = torch.tensor([c[2] for c in channels]), torch.tensor([c[3] for c in channels])
+    got = add_requantize(a, b, [(m0a, na), (m0b, nb)]).flatten().tolist()
+    swapped = add_requantize(b, a, [(m0b, nb), (m0a, na)]).flatten().tolist()
+    for (x, y, m0x, nx), g, h in zip(channels, got, swapped):
+        exact = Fraction(x * m0x, 2 ** (31 + nx)) + Fraction(y * m0b, 2 ** (31 + nb))
+        assert g == h == math.floor(exact + Fraction(1, 2))
+
+
 def test_bn_folding_matches_conv_bn() -> None:
     torch.manual_seed(0)
     mod = ConvBN(3, 8, 3, stride=2)
@@ -297,7 +345,7 @@ def test_mac_stays_exact_under_reduced_precision_modes(where: str, monkeypatch: 
         assert torch.backends.mkldnn.conv.fp32_precision == torch.backends.mkldnn.matmul.fp32_precision == "tf32"
 
 
-def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None = None):
+def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None = None, per_channel: bool = False):
     """A QAT net with non-trivial BN statistics, steps calibrated on ``calib`` (default: noise)."""
     torch.manual_seed(0)
     net = build_model(name)
@@ -308,7 +356,7 @@ def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None =
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
-    q = to_qat(net, w_bits, a_bits)
+    q = to_qat(net, w_bits, a_bits, per_channel_weights=per_channel)
     q.train()
     with torch.no_grad():
         q(torch.randn(16, 3, 32, 32) if calib is None else calib)
@@ -316,10 +364,14 @@ def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None =
 
 
 @pytest.mark.parametrize("name", ["resnet_cifar10", "tiny_vgg"])
-@pytest.mark.parametrize("bits", [(8, 8), (4, 4), (2, 2), (3, 5)])
-def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int]) -> None:
-    q = _qat_model(name, *bits)
-    engine = IntegerModel(export_integer(q, (3, 32, 32)))
+@pytest.mark.parametrize("bits, per_channel", [((8, 8), False), ((4, 4), False), ((2, 2), False), ((3, 5), False),
+                                               ((8, 8), True), ((2, 2), True)])
+def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int], per_channel: bool) -> None:
+    q = _qat_model(name, *bits, per_channel=per_channel)
+    blob = export_integer(q, (3, 32, 32))
+    convs = [op for op in blob["ops"] if op["kind"] == "conv" and op["out"] is not None]
+    assert all(isinstance(op["out"]["m0n"][0][0], torch.Tensor) == per_channel for op in convs)
+    engine = IntegerModel(blob)
     x = torch.randn(8, 3, 32, 32)
     record: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -342,6 +394,25 @@ def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int]) -> Non
     fq_logits = env[q.ops[-1].name][0]
     assert (fq_logits.argmax(1) == logits.argmax(1)).float().mean() >= 0.875
     torch.testing.assert_close(logits.double() * engine.logit_scale, fq_logits.double(), rtol=1e-3, atol=1e-3)
+
+
+def test_per_channel_qat_checkpoint_rebuilds_and_its_steps_differ_by_channel() -> None:
+    q = _qat_model("resnet_cifar10", 2, 2, per_channel=True)
+    assert q.meta["per_channel_weights"] is True
+    conv = q.layers["layer1_0_conv1"].wq
+    assert conv.step.shape == (16, 1, 1, 1) and conv.step.flatten().unique().numel() > 1
+    assert q.layers[q.ops[-1].name].wq.step.ndim == 0  # the classifier keeps one step
+    again = model_from_checkpoint({"kind": "qat", "meta": q.meta, "model": q.state_dict()}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(x), q(x))
+
+
+def test_format_1_files_still_load() -> None:
+    q = _qat_model("tiny_vgg", 4, 4)
+    blob = export_integer(q, (3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(IntegerModel(dict(blob, format="triseg-lsq-int/1")).run(x), IntegerModel(blob).run(x))
 
 
 def test_export_loads_without_training_code(tmp_path: Path) -> None:

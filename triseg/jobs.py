@@ -464,6 +464,8 @@ class LsqQatConfig(LsqTrainingOptions):
     a_num_bits: int = option(4, "activation bits", check=_lsq_bits)
     first_last_bits: int = option(8, "bits of the input, first conv weights, classifier weights and classifier "
                                      "input", check=_lsq_bits)
+    per_channel_weights: bool = option(False, "one weight step per output channel of every conv (the classifier "
+                                              "keeps one): folded BN gives channels very different ranges")
     lr: float = option(0.001, "peak learning rate (BN is folded, so the QAT net has no normalisation and diverges "
                               "at 0.01)", check=above(0))
     weight_decay: float = option(1e-4, "SGD weight decay (never on step sizes)", check=at_least(0))

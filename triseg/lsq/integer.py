@@ -25,7 +25,8 @@ quantized (one float division and rounding), every tensor is an integer tensor:
   float64 has no reduced-precision mode, so none of them can reach this kernel. The switches are
   process-global: another thread's float32 oneDNN ops also run in IEEE mode during a call.
 * requantization (Jacob et al. 2018, gemmlowp): ``M = s_in * s_w / s_out`` is stored as an int32
-  multiplier ``M0`` in [2**30, 2**31) and a shift ``n`` with ``M = M0 * 2**-(31 + n)``; the code is
+  multiplier ``M0`` in [2**30, 2**31) and a shift ``n`` with ``M = M0 * 2**-(31 + n)``, one pair per
+  output channel for a conv with per-channel weight steps (as TFLite does); the code is
   ``clamp((acc * M0 + 2**(30 + n)) >> (31 + n), Qn, Qp)``, computed exactly in int64 and rounded once
   (round half up; gemmlowp's two-step SaturatingRoundingDoublingHighMul + RoundingDivideByPOT rounds
   twice). ReLU is the clamp at Qn = 0.
@@ -57,7 +58,8 @@ if TYPE_CHECKING:
     from triseg.lsq.models import Op
     from triseg.lsq.qat import QuantNet
 
-FORMAT = "triseg-lsq-int/1"
+FORMAT = "triseg-lsq-int/2"  # /2 added per-channel multipliers; /1 files (per-tensor only) read the same
+READABLE_FORMATS = (FORMAT, "triseg-lsq-int/1")
 INT32_LIMIT = 2**31
 FLOAT32_EXACT = 2**24
 
@@ -74,21 +76,37 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
     return m0, -exponent
 
 
-def rounding_shift_(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """In place: ``round(x / 2**shift)`` with halves rounded up, on int64."""
-    return x if shift == 0 else x.add_(1 << (shift - 1)).bitwise_right_shift_(shift)
+Multiplier = tuple[int, int] | tuple[torch.Tensor, torch.Tensor]
 
 
-def requantize_(acc: torch.Tensor, m0: int, n: int) -> torch.Tensor:
-    """In place: ``round(acc * M0 * 2**-(31 + n))`` exactly (``|acc| < 2**31`` keeps the product below 2**62)."""
-    return rounding_shift_(acc.mul_(m0), 31 + n)
+def multipliers(scale: torch.Tensor, step: float) -> Multiplier:
+    """``(M0, n)`` for ``scale / step``: two ints for one scale, two int64 tensors (one pair per output
+    channel) for a layer with per-channel weight steps."""
+    if scale.numel() == 1:
+        return quantize_multiplier(float(scale) / step)
+    pairs = [quantize_multiplier(float(s) / step) for s in scale.flatten()]
+    return torch.tensor([m0 for m0, _ in pairs]), torch.tensor([n for _, n in pairs])
+
+
+def _channels(v: int | torch.Tensor, ndim: int) -> torch.Tensor:
+    """``v`` as an int64 tensor that broadcasts along dim 1 (the channels) of an ``ndim``-d tensor."""
+    t = torch.as_tensor(v, dtype=torch.int64)
+    return t.view(1, -1, *[1] * (ndim - 2)) if t.ndim else t
+
+
+def requantize_(acc: torch.Tensor, m0: int | torch.Tensor, n: int | torch.Tensor) -> torch.Tensor:
+    """In place: ``round(acc * M0 * 2**-(31 + n))`` exactly, halves up (``|acc| < 2**31`` keeps the product
+    below 2**62); ``m0`` and ``n`` are ints or one value per channel."""
+    m0, shift = _channels(m0, acc.ndim), 31 + _channels(n, acc.ndim)
+    return acc.mul_(m0).add_(torch.ones_like(shift) << (shift - 1)).bitwise_right_shift_(shift)
 
 
 def add_requantize(a: torch.Tensor, b: torch.Tensor, m0n: list) -> torch.Tensor:
     """``round(a * Ma + b * Mb)`` (half up) on int64, rounded once; exact for ``|a|, |b| <= 2**31``.
+    Each multiplier is two ints or one pair per channel (the inputs are paired element by element).
 
     With ``P = a * M0a`` and ``Q = b * M0b`` (both below 2**62 in magnitude), ``na >= nb`` (the
-    inputs are swapped otherwise), ``d = na - nb`` and ``s = 31 + nb``, the exact sum is
+    inputs are swapped where it is not), ``d = na - nb`` and ``s = 31 + nb``, the exact sum is
     ``(P / 2**d + Q) / 2**s``, and ``((P >> d) + Q + 2**(s-1)) >> s`` rounds it: ``P >> d`` drops a
     fraction ``0 <= f < 1``, and ``floor((N + f) / 2**s) == floor(N / 2**s)`` for every integer ``N``.
     That sum can pass 2**63 (two int32 accumulators near 2**31 with equal shifts), so it
@@ -96,11 +114,13 @@ def add_requantize(a: torch.Tensor, b: torch.Tensor, m0n: list) -> torch.Tensor:
     ``X = (P >> d) + 2**(s-1)``. As ``n`` from :func:`quantize_multiplier` lies in [-30, 30],
     ``1 <= s <= 61``, ``|X| < 2**62 + 2**60`` and no intermediate reaches 2**63.
     """
-    (m0a, na), (m0b, nb) = m0n
-    if na < nb:
-        a, b, m0a, m0b, na, nb = b, a, m0b, m0a, nb, na
+    (m0a, na), (m0b, nb) = ((_channels(m0, a.ndim), _channels(n, a.ndim)) for m0, n in m0n)
+    swap = na < nb
+    a, b = torch.where(swap, b, a), torch.where(swap, a, b)
+    m0a, m0b = torch.where(swap, m0b, m0a), torch.where(swap, m0a, m0b)
+    na, nb = torch.where(swap, nb, na), torch.where(swap, na, nb)
     s = 31 + nb
-    x = (a * m0a).bitwise_right_shift_(na - nb).add_(1 << (s - 1))
+    x = (a * m0a).bitwise_right_shift_(na - nb).add_(torch.ones_like(s) << (s - 1))
     q = b * m0b
     return (x >> 1).add_(q >> 1).add_(x & q & 1).bitwise_right_shift_(s - 1)
 
@@ -139,7 +159,7 @@ class IntegerModel:
     """An exported LSQ model run on integer tensors only."""
 
     def __init__(self, blob: dict) -> None:
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        if not isinstance(blob, dict) or blob.get("format") not in READABLE_FORMATS:
             raise TrisegError(f"not a {FORMAT} integer model")
         self.ops: list[dict] = blob["ops"]
         self.input: dict = blob["input"]
@@ -301,7 +321,7 @@ def export_integer(net: QuantNet, input_shape: tuple[int, ...], path: str | Path
                 q = net.acts[op.name]
                 step = float(q.step)
                 entry["out"] = {"qn": q.qn, "qp": q.qp,
-                                "m0n": [quantize_multiplier(float(s) / step) for s in in_scales]}
+                                "m0n": [multipliers(s, step) for s in in_scales]}
                 ex.bound[op.name] = max(-q.qn, q.qp)
             ops.append(entry)
     blob = {"format": FORMAT, "input": {"step": iq.step.detach().clone(), "qn": iq.qn, "qp": iq.qp},

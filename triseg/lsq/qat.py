@@ -3,8 +3,12 @@
 Quantization points (what the integer engine computes exactly):
 
 * the network input is quantized once (signed);
-* every conv/linear has LSQ weights (signed, per tensor) and a bias quantized to the accumulator
-  scale ``s_in * s_w`` (round to nearest, straight-through);
+* every conv/linear has LSQ weights (signed, one step per tensor; with ``per_channel_weights`` every
+  conv has one step per output channel) and a bias quantized to the accumulator scale ``s_in * s_w``
+  (round to nearest, straight-through). Folded BN gives the output channels of a conv very
+  different ranges, which one step per tensor serves badly at 2-4 bits: per-channel steps are the
+  integer-only convention of TFLite and Jacob et al.; the classifier keeps one step, so its int32
+  accumulators stay comparable logits;
 * every conv or add output is quantized by an LSQ activation quantizer (unsigned after ReLU) unless
   its only consumers are residual adds: such an output stays an int32 accumulator and the add
   rescales both of its inputs to the add's output step (one rounding per add);
@@ -38,20 +42,21 @@ Traced = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 def bias_scale(s_in: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
-    """The accumulator scale ``s_in * s_w`` (no gradient): the scale of the int32 bias and output."""
-    return (s_in * s_w).detach()
+    """The accumulator scale ``s_in * s_w`` (no gradient): the scale of the int32 bias and output, one
+    per output channel when the weights have per-channel steps."""
+    return (s_in * s_w.flatten() if s_w.ndim else s_in * s_w).detach()
 
 
 class QuantLayer(nn.Module):
     """A conv (BN folded in) or linear layer with LSQ weights and a bias on the accumulator grid."""
 
     def __init__(self, kind: str, weight: torch.Tensor, bias: torch.Tensor, bits: int,
-                 stride: int = 1, padding: int = 0) -> None:
+                 stride: int = 1, padding: int = 0, per_channel: bool = False) -> None:
         super().__init__()
         self.kind, self.stride, self.padding = kind, stride, padding
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias)
-        self.wq = LsqQuantizer(bits, signed=True, per_sample=False)
+        self.wq = LsqQuantizer(bits, signed=True, per_sample=False, per_channel=per_channel)
         self.wq.init_step(weight)
 
     def forward(self, x: torch.Tensor, s_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,8 +139,10 @@ def _classifier_feeder(ops: list[Op]) -> str:
     return name
 
 
-def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8) -> QuantNet:
-    """Fold BN and wrap every layer with LSQ quantizers (see the module docstring for the policy)."""
+def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
+           per_channel_weights: bool = False) -> QuantNet:
+    """Fold BN and wrap every layer with LSQ quantizers (see the module docstring for the policy);
+    ``per_channel_weights`` gives every conv one weight step per output channel."""
     for bits, option in ((w_bits, "--w-num-bits"), (a_bits, "--a-num-bits"), (first_last_bits, "--first-last-bits")):
         check_bits(bits, option)
     consumers: dict[str, list[Op]] = {}
@@ -150,7 +157,8 @@ def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8) ->
             mod = net.layers[op.name]
             weight, bias = mod.folded()
             bits = first_last_bits if op.inputs[0] == "input" else w_bits
-            layers[op.name] = QuantLayer("conv", weight, bias, bits, mod.conv.stride[0], mod.conv.padding[0])
+            layers[op.name] = QuantLayer("conv", weight, bias, bits, mod.conv.stride[0], mod.conv.padding[0],
+                                         per_channel_weights)
         elif op.kind == "linear":
             mod = net.layers[op.name]
             layers[op.name] = QuantLayer("linear", mod.weight.detach().clone(), mod.bias.detach().clone(),
@@ -161,5 +169,6 @@ def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8) ->
             acts[op.name] = LsqQuantizer(bits, signed=not op.relu, per_sample=True)
     meta = {"model": net.arch, "small_input": net.small_input,
             "num_classes": int(layers[net.ops[-1].name].weight.shape[0]),
-            "w_bits": w_bits, "a_bits": a_bits, "first_last_bits": first_last_bits}
+            "w_bits": w_bits, "a_bits": a_bits, "first_last_bits": first_last_bits,
+            "per_channel_weights": per_channel_weights}
     return QuantNet(net.ops, layers, acts, LsqQuantizer(first_last_bits, signed=True, per_sample=True), meta)

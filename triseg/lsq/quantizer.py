@@ -1,8 +1,9 @@
 """Learned Step Size Quantization (Esser et al., ICLR 2020).
 
 ``x_hat = round(clamp(x / s, Qn, Qp)) * s`` with a straight-through round and the step ``s`` learned
-with its gradient scaled by ``g = 1 / sqrt(N * Qp)`` (N = weights in the tensor, or features per
-sample for activations). Steps start at ``2 * mean|x| / sqrt(Qp)``. Symmetric, no zero point.
+with its gradient scaled by ``g = 1 / sqrt(N * Qp)`` (N = the weights sharing the step: all of the
+tensor's, or one output channel's with a per-channel step; features per sample for activations).
+Steps start at ``2 * mean|x| / sqrt(Qp)`` over the values sharing them. Symmetric, no zero point.
 """
 
 from __future__ import annotations
@@ -66,25 +67,32 @@ def lsq(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, g: float) -> torc
 
 
 class LsqQuantizer(nn.Module):
-    """A per-tensor LSQ quantizer; the step initialises itself on the first tensor it sees."""
+    """An LSQ quantizer with one step, or one per output channel (dim 0: weights only); the step
+    initialises itself on the first tensor it sees."""
 
-    def __init__(self, bits: int, signed: bool, per_sample: bool) -> None:
+    def __init__(self, bits: int, signed: bool, per_sample: bool, per_channel: bool = False) -> None:
         super().__init__()
-        self.bits, self.signed, self.per_sample = bits, signed, per_sample
+        if per_sample and per_channel:
+            raise ValueError("a quantizer is per sample (activations) or per channel (weights), not both")
+        self.bits, self.signed, self.per_sample, self.per_channel = bits, signed, per_sample, per_channel
         self.qn, self.qp = qrange(bits, signed)
         self.step = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("initialized", torch.tensor(False))
 
     def init_step(self, x: torch.Tensor) -> None:
-        """Step = 2 * mean|x| / sqrt(Qp)."""
+        """Step = 2 * mean|x| / sqrt(Qp), per output channel (shape ``(C, 1, ...)``) when per channel."""
         with torch.no_grad():
-            self.step.fill_(max(2 * x.abs().mean().item() / math.sqrt(self.qp), 1e-8))
+            if self.per_channel:
+                mean = x.abs().flatten(1).mean(1).view(-1, *[1] * (x.ndim - 1))
+                self.step = nn.Parameter((2 * mean / math.sqrt(self.qp)).clamp_min(1e-8))
+            else:
+                self.step.fill_(max(2 * x.abs().mean().item() / math.sqrt(self.qp), 1e-8))
             self.initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.initialized:
             self.init_step(x)
-        n = x[0].numel() if self.per_sample else x.numel()
+        n = x[0].numel() if self.per_sample or self.per_channel else x.numel()
         return lsq(x, self.step, self.qn, self.qp, 1.0 / math.sqrt(n * self.qp))
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,4 +100,4 @@ class LsqQuantizer(nn.Module):
         return torch.clamp(x / self.step, self.qn, self.qp).round()
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, signed={self.signed}"
+        return f"bits={self.bits}, signed={self.signed}" + (", per_channel=True" if self.per_channel else "")

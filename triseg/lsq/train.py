@@ -158,7 +158,8 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
     try:
         net = build_model(meta["model"], meta["num_classes"], meta["small_input"])
         if ckpt["kind"] == "qat":
-            net = to_qat(net, meta["w_bits"], meta["a_bits"], meta["first_last_bits"])
+            net = to_qat(net, meta["w_bits"], meta["a_bits"], meta["first_last_bits"],
+                         bool(meta.get("per_channel_weights", False)))
         net.load_state_dict(ckpt["model"])
     except TrisegError:
         raise
@@ -334,7 +335,8 @@ def train_qat(cfg: LsqQatConfig) -> dict:
         if ckpt["meta"]["num_classes"] != source.num_classes:
             raise TrisegError(f"{cfg.float_checkpoint} has {ckpt['meta']['num_classes']} classes, "
                               f"the data has {source.num_classes}")
-        net = to_qat(model_from_checkpoint(ckpt), cfg.w_num_bits, cfg.a_num_bits, cfg.first_last_bits)
+        net = to_qat(model_from_checkpoint(ckpt), cfg.w_num_bits, cfg.a_num_bits, cfg.first_last_bits,
+                     cfg.per_channel_weights)
         calibrate(net, source)
         meta = dict(net.meta)
     steps = {id(p) for p in net.steps()}

@@ -1,0 +1,102 @@
+"""LSQ weight steps per tensor or per output channel: validation accuracy of the calibrated QAT model
+before training and after a short fine-tune, from one float checkpoint (validation split only).
+
+    python benchmarks/lsq_per_channel.py --float-checkpoint runs/lsq/resnet20/checkpoint.pt \
+        --data-dir /path/to/cifar10 --bits 8,4,2 --steps 150 --json out.json
+
+Every setting starts from the same float weights, calibration batch and data order. The fine-tune is
+``lsq-qat``'s optimiser (SGD, Nesterov, cosine learning rate over ``--steps``, weight decay off the
+steps) on augmented training batches; ``--steps 0`` measures the starting point only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import machine  # noqa: E402
+from triseg.api import (atomic_write_text, batches, load_cifar10, load_lsq_checkpoint,  # noqa: E402
+                        lsq_model_from_checkpoint, to_qat)
+
+
+def accuracy(net: torch.nn.Module, split, limit: int) -> float:
+    """Top-1 (%) on the first ``limit`` images of ``split``."""
+    net.eval()
+    correct = seen = 0
+    with torch.no_grad():
+        for x, y in batches(split, 256):
+            x, y = x[: limit - seen], y[: limit - seen]
+            correct += (net(x).argmax(1) == y).sum().item()
+            seen += len(y)
+            if seen >= limit:
+                break
+    return 100.0 * correct / seen
+
+
+def run(ckpt: dict, data, bits: int, per_channel: bool, steps: int, lr: float, limit: int) -> dict:
+    """One setting: calibrate, measure, fine-tune ``steps`` batches, measure again."""
+    torch.manual_seed(0)
+    net = to_qat(lsq_model_from_checkpoint(ckpt), bits, bits, 8, per_channel)
+    train = itertools.chain.from_iterable(
+        batches(data.train, 128, shuffle=True, augment_data=True, gen=torch.Generator().manual_seed(e))
+        for e in itertools.count())
+    net.train()
+    with torch.no_grad():
+        net(next(iter(batches(data.train, 128, shuffle=True, augment_data=True,
+                              gen=torch.Generator().manual_seed(0))))[0])
+    row = {"bits": bits, "per_channel_weights": per_channel, "calibrated_val_top1": accuracy(net, data.val, limit)}
+    if steps:
+        step_ids = {id(p) for p in net.steps()}
+        groups = [{"params": [p for p in net.parameters() if id(p) not in step_ids], "weight_decay": 1e-4},
+                  {"params": net.steps(), "weight_decay": 0.0}]
+        opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        t0 = time.perf_counter()
+        net.train()
+        for x, y in itertools.islice(train, steps):
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        row.update(steps=steps, lr=lr, tuned_val_top1=accuracy(net, data.val, limit),
+                   tune_s=round(time.perf_counter() - t0, 1))
+    print(f"W{bits}A{bits} {'per-channel' if per_channel else 'per-tensor '}: calibrated "
+          f"{row['calibrated_val_top1']:6.2f} %" + (f", after {steps} steps {row['tuned_val_top1']:6.2f} %"
+                                                    if steps else ""), flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--float-checkpoint", required=True, help="checkpoint.pt from lsq-train")
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 (default $TRISEG_DATA_DIR or the bundled sample)")
+    p.add_argument("--bits", default="8,4,2", help="W=A bit widths")
+    p.add_argument("--steps", type=int, default=0, help="fine-tuning batches of 128 per setting")
+    p.add_argument("--lr", type=float, default=0.001, help="peak learning rate (lsq-qat's default)")
+    p.add_argument("--val-images", type=int, default=2000, help="validation images measured")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None, help="write the rows here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    ckpt = load_lsq_checkpoint(args.float_checkpoint)
+    data = load_cifar10(args.data_dir)
+    print(f"{args.float_checkpoint}: {args.val_images} validation images, {args.threads} thread(s), "
+          f"{machine.describe()}")
+    rows = [run(ckpt, data, b, pc, args.steps, args.lr, args.val_images)
+            for b in (int(v) for v in args.bits.split(",")) for pc in (False, True)]
+    if args.json:
+        atomic_write_text(json.dumps({"machine": machine.describe(), "rows": rows}, indent=2) + "\n", args.json)
+
+
+if __name__ == "__main__":
+    main()
