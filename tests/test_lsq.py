@@ -408,6 +408,23 @@ def test_per_channel_qat_checkpoint_rebuilds_and_its_steps_differ_by_channel() -
         assert torch.equal(again(x), q(x))
 
 
+def test_compare_measures_the_engine_against_float32_and_float64_fake_quant() -> None:
+    from triseg.lsq.infer import compare
+
+    q = _qat_model("resnet_cifar10", 4, 4, per_channel=True)
+    engine = IntegerModel(export_integer(q, (3, 32, 32)))
+    gen = torch.Generator().manual_seed(3)
+    data = [(torch.randn(32, 3, 32, 32, generator=gen), torch.randint(0, 10, (32,), generator=gen)) for _ in range(2)]
+    r = compare(q, engine, data)
+    assert r["images"] == 64 and set(r["layer_code_agreement_pct_float64"]) == set(q.acts)
+    # float64 computes the model's definition: the engine matches every code and every logit of this
+    # model (float32 fake-quant misses some near rounding boundaries)
+    assert r["min_layer_code_agreement_pct_float64"] == r["equal_logits_pct_float64"] == 100.0
+    assert r["top1_agreement_float64"] == 100.0
+    assert r["min_local_layer_code_agreement_pct_float64"] >= r["min_local_layer_code_agreement_pct"]
+    assert r["min_local_layer_code_agreement_pct_float64"] >= 99.99 and r["max_local_layer_code_diff_float64"] <= 1
+
+
 def test_format_1_files_still_load() -> None:
     q = _qat_model("tiny_vgg", 4, 4)
     blob = export_integer(q, (3, 32, 32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,55 @@ class _Agreement:
         return {k: 100.0 * self.equal[k] / self.total[k] for k in self.equal}
 
 
+class _Versus:
+    """One fake-quant reference against the integer engine: accuracy, top-1 agreement, equal logits and
+    per-layer code agreement."""
+
+    def __init__(self, net: QuantNet, dtype: torch.dtype) -> None:
+        self.net, self.dtype = net, dtype
+        self.correct = self.agree = self.equal_rows = self.equal_logits = self.logits_total = 0
+        self.max_logit_diff = 0
+        self.chained, self.local = _Agreement(), _Agreement()
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, engine: IntegerModel, int_logits: torch.Tensor,
+            record: dict[str, torch.Tensor]) -> None:
+        """Run the reference on ``x`` and compare it with the engine's logits and codes."""
+        env = self.net.trace(x.to(self.dtype))
+        codes = {name: (env[name][0] / env[name][1]).round().long() for name in self.net.acts}
+        forced: dict[str, torch.Tensor] = {}
+        engine.run(x, forced, feed=codes)
+        for name, c in codes.items():
+            self.chained.add(name, c, record[name])
+            self.local.add(name, c, forced[name])
+        logits = env[self.net.ops[-1].name][0]
+        units = (logits.double() / engine.logit_scale).round().long()
+        pred = logits.argmax(1)
+        self.correct += (pred == y).sum().item()
+        self.agree += (pred == int_logits.argmax(1)).sum().item()
+        same = units == int_logits
+        self.equal_logits += same.sum().item()
+        self.equal_rows += same.all(1).sum().item()
+        self.logits_total += same.numel()
+        self.max_logit_diff = max(self.max_logit_diff, int((units - int_logits).abs().max()))
+
+    def report(self, n: int, suffix: str = "") -> dict:
+        """The counts as percentages; ``suffix`` is appended to every key."""
+        out = {
+            "fake_quant_top1": 100.0 * self.correct / n,
+            "top1_agreement": 100.0 * self.agree / n,
+            "equal_logits_pct": 100.0 * self.equal_logits / self.logits_total,
+            "images_with_all_logits_equal_pct": 100.0 * self.equal_rows / n,
+            "max_logit_diff_acc_units": self.max_logit_diff,
+            "min_layer_code_agreement_pct": min(self.chained.pct().values()),
+            "max_layer_code_diff": max(self.chained.max.values()),
+            "min_local_layer_code_agreement_pct": min(self.local.pct().values()),
+            "max_local_layer_code_diff": max(self.local.max.values()),
+            "layer_code_agreement_pct": self.chained.pct(),
+            "local_layer_code_agreement_pct": self.local.pct(),
+        }
+        return {k + suffix: v for k, v in out.items()}
+
+
 @torch.no_grad()
 def compare(net: QuantNet, engine: IntegerModel, batches) -> dict:
     """Accuracy of both models, top-1 agreement, equal logits and per-layer code agreement.
@@ -43,58 +93,32 @@ def compare(net: QuantNet, engine: IntegerModel, batches) -> dict:
     Per-layer agreement is measured twice: ``chained`` (each model runs on its own codes, so one
     rounding-boundary difference propagates to later layers) and ``local`` (every layer of the
     engine starts from the fake-quant model's input codes, isolating that layer's arithmetic).
+    The fake-quant model is run as trained (float32, the plain keys) and in float64 (keys ending
+    ``_float64``): float32 rounds a value near a code boundary to either side, float64 computes the
+    model's definition to ~1e-16, so the ``_float64`` keys measure the engine's own arithmetic.
     """
     net.eval()
-    last = net.ops[-1].name
-    n = fq_correct = int_correct = agree = equal_rows = equal_logits = logits_total = 0
-    max_logit_diff = 0
-    chained, local = _Agreement(), _Agreement()
+    refs = {"": _Versus(net, torch.float32), "_float64": _Versus(copy.deepcopy(net).double(), torch.float64)}
+    n = int_correct = 0
     fq_time = int_time = 0.0
     for x, y in batches:
         t0 = time.perf_counter()
-        env = net.trace(x)
+        net.trace(x)
         t1 = time.perf_counter()
         record: dict[str, torch.Tensor] = {}
         int_logits = engine.run(x, record)
         int_time += time.perf_counter() - t1
         fq_time += t1 - t0
-        fq_codes = {name: (env[name][0] / env[name][1]).round().long() for name in net.acts}
-        forced: dict[str, torch.Tensor] = {}
-        engine.run(x, forced, feed=fq_codes)
-        for name, codes in fq_codes.items():
-            chained.add(name, codes, record[name])
-            local.add(name, codes, forced[name])
-        fq_logits = env[last][0]
-        fq_acc_units = (fq_logits.double() / engine.logit_scale).round().long()
-        fq_pred, int_pred = fq_logits.argmax(1), int_logits.argmax(1)
+        for ref in refs.values():
+            ref.add(x, y, engine, int_logits, record)
         n += len(y)
-        fq_correct += (fq_pred == y).sum().item()
-        int_correct += (int_pred == y).sum().item()
-        agree += (fq_pred == int_pred).sum().item()
-        same = fq_acc_units == int_logits
-        equal_logits += same.sum().item()
-        equal_rows += same.all(1).sum().item()
-        logits_total += same.numel()
-        max_logit_diff = max(max_logit_diff, int((fq_acc_units - int_logits).abs().max()))
+        int_correct += (int_logits.argmax(1) == y).sum().item()
     if n == 0:
         raise TrisegError("no images to evaluate")
-    return {
-        "images": n,
-        "fake_quant_top1": 100.0 * fq_correct / n,
-        "integer_top1": 100.0 * int_correct / n,
-        "top1_agreement": 100.0 * agree / n,
-        "equal_logits_pct": 100.0 * equal_logits / logits_total,
-        "images_with_all_logits_equal_pct": 100.0 * equal_rows / n,
-        "max_logit_diff_acc_units": max_logit_diff,
-        "min_layer_code_agreement_pct": min(chained.pct().values()),
-        "max_layer_code_diff": max(chained.max.values()),
-        "min_local_layer_code_agreement_pct": min(local.pct().values()),
-        "max_local_layer_code_diff": max(local.max.values()),
-        "layer_code_agreement_pct": chained.pct(),
-        "local_layer_code_agreement_pct": local.pct(),
-        "fake_quant_images_per_s": n / fq_time,
-        "integer_images_per_s": n / int_time,
-    }
+    report = {"images": n, "integer_top1": 100.0 * int_correct / n}
+    for suffix, ref in refs.items():
+        report.update(ref.report(n, suffix))
+    return {**report, "fake_quant_images_per_s": n / fq_time, "integer_images_per_s": n / int_time}
 
 
 @torch.no_grad()
@@ -132,8 +156,9 @@ def run_infer(cfg: LsqInferConfig) -> dict:
     else:
         raise TrisegError("lsq-infer needs exactly one of --checkpoint (QAT) and --int-model")
     report = {"split": cfg.split, **engine.meta, **report}
-    for key in ("fake_quant_top1", "integer_top1", "top1_agreement", "equal_logits_pct",
-                "min_layer_code_agreement_pct", "min_local_layer_code_agreement_pct"):
+    for key in ("fake_quant_top1", "integer_top1", "top1_agreement", "top1_agreement_float64", "equal_logits_pct",
+                "equal_logits_pct_float64", "min_layer_code_agreement_pct", "min_layer_code_agreement_pct_float64",
+                "min_local_layer_code_agreement_pct"):
         if key in report:
             print(f"{key}: {report[key]:.3f}")
     if cfg.json:
