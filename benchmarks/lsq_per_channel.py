@@ -42,10 +42,10 @@ def accuracy(net: torch.nn.Module, split, limit: int) -> float:
     return 100.0 * correct / seen
 
 
-def run(ckpt: dict, data, bits: int, per_channel: bool, steps: int, lr: float, limit: int) -> dict:
-    """One setting: calibrate, measure, fine-tune ``steps`` batches, measure again."""
+def run(ckpt: dict, data, bits: tuple[int, int], per_channel: bool, steps: int, lr: float, limit: int) -> dict:
+    """One setting (weight bits, activation bits): calibrate, measure, fine-tune ``steps`` batches, measure again."""
     torch.manual_seed(0)
-    net = to_qat(lsq_model_from_checkpoint(ckpt), bits, bits, 8, per_channel)
+    net = to_qat(lsq_model_from_checkpoint(ckpt), *bits, 8, per_channel)
     train = itertools.chain.from_iterable(
         batches(data.train, 128, shuffle=True, augment_data=True, gen=torch.Generator().manual_seed(e))
         for e in itertools.count())
@@ -53,7 +53,7 @@ def run(ckpt: dict, data, bits: int, per_channel: bool, steps: int, lr: float, l
     with torch.no_grad():
         net(next(iter(batches(data.train, 128, shuffle=True, augment_data=True,
                               gen=torch.Generator().manual_seed(0))))[0])
-    row = {"bits": bits, "per_channel_weights": per_channel, "calibrated_val_top1": accuracy(net, data.val, limit)}
+    row = {"w_bits": bits[0], "a_bits": bits[1], "per_channel_weights": per_channel, "calibrated_val_top1": accuracy(net, data.val, limit)}
     if steps:
         step_ids = {id(p) for p in net.steps()}
         groups = [{"params": [p for p in net.parameters() if id(p) not in step_ids], "weight_decay": 1e-4},
@@ -70,17 +70,23 @@ def run(ckpt: dict, data, bits: int, per_channel: bool, steps: int, lr: float, l
             sched.step()
         row.update(steps=steps, lr=lr, tuned_val_top1=accuracy(net, data.val, limit),
                    tune_s=round(time.perf_counter() - t0, 1))
-    print(f"W{bits}A{bits} {'per-channel' if per_channel else 'per-tensor '}: calibrated "
+    print(f"W{bits[0]}A{bits[1]} {'per-channel' if per_channel else 'per-tensor '}: calibrated "
           f"{row['calibrated_val_top1']:6.2f} %" + (f", after {steps} steps {row['tuned_val_top1']:6.2f} %"
                                                     if steps else ""), flush=True)
     return row
+
+
+def parse_bits(token: str) -> tuple[int, int]:
+    """``"4"`` -> (4, 4); ``"2:8"`` -> (2, 8)."""
+    w, _, a = token.partition(":")
+    return int(w), int(a or w)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--float-checkpoint", required=True, help="checkpoint.pt from lsq-train")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 (default $TRISEG_DATA_DIR or the bundled sample)")
-    p.add_argument("--bits", default="8,4,2", help="W=A bit widths")
+    p.add_argument("--bits", default="8,4,2", help="bit widths: N (weights and activations) or W:A, comma-separated")
     p.add_argument("--steps", type=int, default=0, help="fine-tuning batches of 128 per setting")
     p.add_argument("--lr", type=float, default=0.001, help="peak learning rate (lsq-qat's default)")
     p.add_argument("--val-images", type=int, default=2000, help="validation images measured")
@@ -93,7 +99,7 @@ def main() -> None:
     print(f"{args.float_checkpoint}: {args.val_images} validation images, {args.threads} thread(s), "
           f"{machine.describe()}")
     rows = [run(ckpt, data, b, pc, args.steps, args.lr, args.val_images)
-            for b in (int(v) for v in args.bits.split(",")) for pc in (False, True)]
+            for b in (parse_bits(v) for v in args.bits.split(",")) for pc in (False, True)]
     if args.json:
         atomic_write_text(json.dumps({"machine": machine.describe(), "rows": rows}, indent=2) + "\n", args.json)
 
