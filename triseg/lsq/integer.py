@@ -116,9 +116,13 @@ def add_requantize(a: torch.Tensor, b: torch.Tensor, m0n: list) -> torch.Tensor:
     """
     (m0a, na), (m0b, nb) = ((_channels(m0, a.ndim), _channels(n, a.ndim)) for m0, n in m0n)
     swap = na < nb
-    a, b = torch.where(swap, b, a), torch.where(swap, a, b)
-    m0a, m0b = torch.where(swap, m0b, m0a), torch.where(swap, m0a, m0b)
-    na, nb = torch.where(swap, nb, na), torch.where(swap, na, nb)
+    if swap.ndim == 0:  # one multiplier per input: swap the inputs, not every element
+        if swap:
+            a, b, m0a, m0b, na, nb = b, a, m0b, m0a, nb, na
+    else:
+        a, b = torch.where(swap, b, a), torch.where(swap, a, b)
+        m0a, m0b = torch.where(swap, m0b, m0a), torch.where(swap, m0a, m0b)
+        na, nb = torch.where(swap, nb, na), torch.where(swap, na, nb)
     s = 31 + nb
     x = (a * m0a).bitwise_right_shift_(na - nb).add_(torch.ones_like(s) << (s - 1))
     q = b * m0b
