@@ -59,7 +59,7 @@ def test_default_command_without_a_zoo_model_is_one_line_saying_how_to_build_it(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: outputs/vgg16_int8.pth not found: run export_int8 first "
                                                    "(after train_float, train_qat)")
-    assert "has no vgg16_int8.pth; it has int8 models of alexnet, lenet5, resnet20 (--model)" in err
+    assert f"has no vgg16_int8.pth; it has int8 models of {', '.join(sorted(manifest))} (--model)" in err
     assert not (tmp_path / "outputs/tri_ppo_int_codes").exists()
 
 
