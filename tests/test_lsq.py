@@ -345,8 +345,8 @@ def test_mac_stays_exact_under_reduced_precision_modes(where: str, monkeypatch: 
         assert torch.backends.mkldnn.conv.fp32_precision == torch.backends.mkldnn.matmul.fp32_precision == "tf32"
 
 
-def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None = None, per_channel: bool = False):
-    """A QAT net with non-trivial BN statistics, steps calibrated on ``calib`` (default: noise)."""
+def _float_model(name: str, negative: bool = False) -> torch.nn.Module:
+    """A float net with non-trivial BN statistics; ``negative``: every third BN scale is negative."""
     torch.manual_seed(0)
     net = build_model(name)
     with torch.no_grad():
@@ -355,8 +355,17 @@ def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None =
                 m.running_mean.uniform_(-0.3, 0.3)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
+                if negative:
+                    m.weight[::3] *= -1
                 m.bias.uniform_(-0.2, 0.2)
-    q = to_qat(net, w_bits, a_bits, per_channel_weights=per_channel)
+    return net
+
+
+def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None = None, per_channel: bool = False,
+               keep_bn: bool = False):
+    """A QAT net of :func:`_float_model` (negative BN scales when BN is kept: their sign moves into the
+    codes), steps calibrated on ``calib`` (default: noise)."""
+    q = to_qat(_float_model(name, negative=keep_bn), w_bits, a_bits, per_channel_weights=per_channel, keep_bn=keep_bn)
     q.train()
     with torch.no_grad():
         q(torch.randn(16, 3, 32, 32) if calib is None else calib)
@@ -364,13 +373,16 @@ def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None =
 
 
 @pytest.mark.parametrize("name", ["resnet_cifar10", "tiny_vgg"])
-@pytest.mark.parametrize("bits, per_channel", [((8, 8), False), ((4, 4), False), ((2, 2), False), ((3, 5), False),
-                                               ((8, 8), True), ((2, 2), True)])
-def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int], per_channel: bool) -> None:
-    q = _qat_model(name, *bits, per_channel=per_channel)
+@pytest.mark.parametrize("bits, per_channel, keep_bn", [
+    ((8, 8), False, False), ((4, 4), False, False), ((2, 2), False, False), ((3, 5), False, False),
+    ((8, 8), True, False), ((2, 2), True, False), ((8, 8), False, True), ((2, 2), False, True),
+    ((4, 4), True, True)])
+def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int], per_channel: bool, keep_bn: bool) -> None:
+    q = _qat_model(name, *bits, per_channel=per_channel, keep_bn=keep_bn)
     blob = export_integer(q, (3, 32, 32))
     convs = [op for op in blob["ops"] if op["kind"] == "conv" and op["out"] is not None]
-    assert all(isinstance(op["out"]["m0n"][0][0], torch.Tensor) == per_channel for op in convs)
+    # a kept BN folds into one multiplier per output channel, whatever the weight steps
+    assert all(isinstance(op["out"]["m0n"][0][0], torch.Tensor) == (per_channel or keep_bn) for op in convs)
     engine = IntegerModel(blob)
     x = torch.randn(8, 3, 32, 32)
     record: dict[str, torch.Tensor] = {}
@@ -406,6 +418,41 @@ def test_per_channel_qat_checkpoint_rebuilds_and_its_steps_differ_by_channel() -
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(again(x), q(x))
+
+
+def test_kept_bn_trains_on_batch_statistics_and_folds_for_inference() -> None:
+    """Train mode: conv + BN on batch statistics, gradients reach BN's scale and shift. Eval mode: BN's
+    running statistics folded into per-channel steps (negative BN scales flip the codes' sign) give the
+    float net's output up to 8-bit rounding, as the folded-BN net does; a checkpoint rebuilds it."""
+    torch.manual_seed(1)
+    x = torch.randn(8, 3, 32, 32)
+    float_net = _float_model("tiny_vgg", negative=True).eval()
+    with torch.no_grad():
+        ref = float_net(x)
+    kept = to_qat(_float_model("tiny_vgg", negative=True), 8, 8, keep_bn=True)
+    kept.eval()
+    with torch.no_grad():
+        kept(x)  # calibrates the activation steps
+        folded = to_qat(_float_model("tiny_vgg", negative=True), 8, 8).eval()
+        folded(x)
+        out, folded_out = kept(x), folded(x)
+    err = ((out - ref).norm() / ref.norm()).item()
+    assert err < 0.05 and err < 2 * ((folded_out - ref).norm() / ref.norm()).item() + 0.01
+    layer = kept.layers["conv2_0"]
+    codes, step, _ = layer.integer_view()
+    assert (step > 0).all() and step.shape == (64, 1, 1, 1)
+    flipped = (layer.bn.weight < 0).view(-1, 1, 1, 1)
+    assert torch.equal(codes, torch.where(flipped, -1, 1) * layer.wq.codes(layer.weight))
+    mean = layer.bn.running_mean.clone()
+    kept.train()
+    loss = kept(x).square().mean()
+    loss.backward()
+    assert not torch.equal(layer.bn.running_mean, mean), "train mode must use (and track) batch statistics"
+    assert layer.bn.weight.grad.abs().sum() > 0 and layer.bn.bias.grad.abs().sum() > 0
+    assert kept.meta["keep_bn"] is True
+    again = model_from_checkpoint({"kind": "qat", "meta": kept.meta, "model": kept.state_dict()}).eval()
+    with torch.no_grad():
+        assert torch.equal(again(x), kept.eval()(x))
 
 
 def test_compare_measures_the_engine_against_float32_and_float64_fake_quant() -> None:
@@ -518,6 +565,13 @@ def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.Capture
     assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(qdir), "--float-checkpoint", float_ckpt,
                  "--w-num-bits", "2", "--a-num-bits", "3", *common]) == 0  # --model: the checkpoint's
     assert (qdir / "int_model.pt").is_file() and any((tmp_path / "tb" / "qat").iterdir())
+    bn_dir = tmp_path / "qat-bn"
+    assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(bn_dir), "--float-checkpoint", float_ckpt,
+                 "--w-num-bits", "2", "--a-num-bits", "2", "--keep-bn", "--lr", "0.01", *common]) == 0
+    assert torch.load(bn_dir / "checkpoint.pt", weights_only=True)["meta"]["keep_bn"] is True
+    assert main(["lsq-qat", "--epochs", "2", "--output-dir", str(bn_dir), "--resume", "--w-num-bits", "2",
+                 "--a-num-bits", "2", "--lr", "0.01", *common]) == 2
+    assert "was made with --keep-bn True, not False" in capsys.readouterr().err
     report = tmp_path / "report.json"
     assert main(["lsq-infer", "--checkpoint", str(qdir / "checkpoint.pt"), "--eval-limit", "64",
                  "--json", str(report)]) == 0

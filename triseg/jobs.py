@@ -466,9 +466,11 @@ class LsqQatConfig(LsqTrainingOptions):
                                      "input", check=_lsq_bits)
     per_channel_weights: bool = option(False, "one weight step per output channel of every conv (the classifier "
                                               "keeps one): folded BN gives channels very different ranges")
-    lr: float = option(0.001, "peak learning rate (BN is folded, so the QAT net has no normalisation and diverges "
+    keep_bn: bool = option(False, "train every conv with its BatchNorm (batch statistics, as the LSQ paper does) and "
+                                  "fold BN into per-channel multipliers and the int32 bias only at export")
+    lr: float = option(0.001, "peak learning rate (with BN folded the QAT net has no normalisation and diverges "
                               "at 0.01)", check=above(0))
-    weight_decay: float = option(1e-4, "SGD weight decay (never on step sizes)", check=at_least(0))
+    weight_decay: float = option(1e-4, "SGD weight decay (never on step sizes or BN parameters)", check=at_least(0))
     log_dir: str = option("qat_logs", "TensorBoard root; events go to <log-dir>/<output-dir's name>",
                           check=output_folder())
 

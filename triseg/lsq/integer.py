@@ -268,9 +268,9 @@ def _export_layer(ex: _Export, op: Op, entry: dict) -> ExportResult:
 
     src = op.inputs[0]
     layer = ex.net.layers[op.name]
-    w = layer.wq.codes(layer.weight)
-    acc_scale = bias_scale(ex.scale(src), layer.wq.step)
-    b = torch.round(layer.bias / acc_scale)
+    w, step, bias = layer.integer_view()
+    acc_scale = bias_scale(ex.scale(src), step)
+    b = torch.round(bias / acc_scale)
     limit = w[0].numel() * ex.bound[src] * int(w.abs().max()) + int(b.abs().max())
     if limit >= INT32_LIMIT:
         raise TrisegError(f"layer {op.name}: the accumulator may reach {limit}, beyond int32")

@@ -23,11 +23,15 @@ BN folding: BatchNorm is folded into the conv weight and bias with its running s
 float model is converted, and QAT trains the folded parameters, so the trained graph is the
 inference graph (no BN statistics drift, nothing to re-fold at export). Without normalisation the
 net tolerates a smaller learning rate than its BN original: on ResNet-20, SGD at 0.01 diverges
-within five steps, 0.001 (the ``lsq-qat`` default) is stable.
+within five steps, 0.001 (the ``lsq-qat`` default) is stable. ``keep_bn`` instead trains every conv
+with its BatchNorm, as the LSQ paper does, and folds BN's running statistics only for inference,
+into one weight step per output channel and the bias (:class:`QuantLayer`); the weight codes are
+the trained ones, so eval mode and the integer export are exact as before.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -48,25 +52,62 @@ def bias_scale(s_in: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
 
 
 class QuantLayer(nn.Module):
-    """A conv (BN folded in) or linear layer with LSQ weights and a bias on the accumulator grid."""
+    """A conv or linear layer with LSQ weights and a bias on the accumulator grid.
 
-    def __init__(self, kind: str, weight: torch.Tensor, bias: torch.Tensor, bits: int,
-                 stride: int = 1, padding: int = 0, per_channel: bool = False) -> None:
+    Without ``bn`` the conv's BN is already folded into ``weight`` and ``bias``. With ``bn`` (``keep_bn``)
+    the layer trains as conv + BatchNorm (batch statistics, learned scale and shift) and, in eval mode
+    and at export, folds BN's running statistics into one weight step per output channel and the bias:
+    the weight codes stay the trained ones (a negative BN scale flips their sign), so the inference
+    graph is exact integer arithmetic again.
+    """
+
+    def __init__(self, kind: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
+                 stride: int = 1, padding: int = 0, per_channel: bool = False,
+                 bn: nn.BatchNorm2d | None = None) -> None:
         super().__init__()
+        if (bias is None) == (bn is None):
+            raise ValueError("a layer has either a bias (BN folded) or a BatchNorm, not both or neither")
         self.kind, self.stride, self.padding = kind, stride, padding
         self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
+        self.bias = None if bias is None else nn.Parameter(bias)
+        self.bn = bn
         self.wq = LsqQuantizer(bits, signed=True, per_sample=False, per_channel=per_channel)
         self.wq.init_step(weight)
 
+    def _bn_scale(self) -> torch.Tensor:
+        """BN's per-channel factor ``gamma / sqrt(running_var + eps)``, shaped to scale weight channels."""
+        assert self.bn is not None
+        return (self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)).view(-1, 1, 1, 1)
+
+    def integer_view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weight codes, positive weight step, real bias) of the inference layer; with BN the step is one
+        per output channel and the sign of BN's scale moves into the codes."""
+        codes = self.wq.codes(self.weight)
+        if self.bn is None:
+            assert self.bias is not None
+            return codes, self.wq.step, self.bias
+        k = self._bn_scale()
+        step = self.wq.step * k
+        bias = self.bn.bias - self.bn.running_mean * k.flatten()
+        return codes * torch.sign(step), step.abs(), bias
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, w, b, self.stride, self.padding) if self.kind == "conv" else F.linear(x, w, b)
+
     def forward(self, x: torch.Tensor, s_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Output and its accumulator scale."""
-        w = self.wq(self.weight)
-        scale = bias_scale(s_in, self.wq.step)
-        b = round_ste(self.bias / scale) * scale
-        if self.kind == "conv":
-            return F.conv2d(x, w, b, self.stride, self.padding), scale
-        return F.linear(x, w, b), scale
+        if self.bn is not None and self.training:
+            y = self.bn(self._op(x, self.wq(self.weight), None))
+            return y, bias_scale(s_in, (self.wq.step * self._bn_scale()).abs())
+        if self.bn is None:
+            assert self.bias is not None
+            w, step, bias = self.wq(self.weight), self.wq.step, self.bias
+        else:
+            codes, step, bias = self.integer_view()
+            w = codes * step
+        scale = bias_scale(s_in, step)
+        b = round_ste(bias / scale) * scale
+        return self._op(x, w, b), scale
 
 
 class QuantNet(nn.Module):
@@ -140,9 +181,10 @@ def _classifier_feeder(ops: list[Op]) -> str:
 
 
 def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
-           per_channel_weights: bool = False) -> QuantNet:
+           per_channel_weights: bool = False, keep_bn: bool = False) -> QuantNet:
     """Fold BN and wrap every layer with LSQ quantizers (see the module docstring for the policy);
-    ``per_channel_weights`` gives every conv one weight step per output channel."""
+    ``per_channel_weights`` gives every conv one weight step per output channel; ``keep_bn`` trains
+    each conv with its BatchNorm and folds it only for inference (:class:`QuantLayer`)."""
     for bits, option in ((w_bits, "--w-num-bits"), (a_bits, "--a-num-bits"), (first_last_bits, "--first-last-bits")):
         check_bits(bits, option)
     consumers: dict[str, list[Op]] = {}
@@ -155,10 +197,13 @@ def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
     for op in net.ops:
         if op.kind == "conv":
             mod = net.layers[op.name]
-            weight, bias = mod.folded()
+            if keep_bn:
+                weight, bias, bn = mod.conv.weight.detach().clone(), None, copy.deepcopy(mod.bn)
+            else:
+                (weight, bias), bn = mod.folded(), None
             bits = first_last_bits if op.inputs[0] == "input" else w_bits
             layers[op.name] = QuantLayer("conv", weight, bias, bits, mod.conv.stride[0], mod.conv.padding[0],
-                                         per_channel_weights)
+                                         per_channel_weights, bn)
         elif op.kind == "linear":
             mod = net.layers[op.name]
             layers[op.name] = QuantLayer("linear", mod.weight.detach().clone(), mod.bias.detach().clone(),
@@ -170,5 +215,5 @@ def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
     meta = {"model": net.arch, "small_input": net.small_input,
             "num_classes": int(layers[net.ops[-1].name].weight.shape[0]),
             "w_bits": w_bits, "a_bits": a_bits, "first_last_bits": first_last_bits,
-            "per_channel_weights": per_channel_weights}
+            "per_channel_weights": per_channel_weights, "keep_bn": keep_bn}
     return QuantNet(net.ops, layers, acts, LsqQuantizer(first_last_bits, signed=True, per_sample=True), meta)

@@ -159,7 +159,7 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
         net = build_model(meta["model"], meta["num_classes"], meta["small_input"])
         if ckpt["kind"] == "qat":
             net = to_qat(net, meta["w_bits"], meta["a_bits"], meta["first_last_bits"],
-                         bool(meta.get("per_channel_weights", False)))
+                         bool(meta.get("per_channel_weights", False)), bool(meta.get("keep_bn", False)))
         net.load_state_dict(ckpt["model"])
     except TrisegError:
         raise
@@ -293,9 +293,10 @@ def train_float(cfg: LsqTrainConfig) -> dict:
 
 
 def calibrate(net: QuantNet, source: DataSource) -> None:
-    """Initialise every activation step from one training batch (no augmentation of the weights)."""
+    """Initialise every activation step from one training batch, in eval mode (BN, when kept, uses and
+    keeps its running statistics)."""
     x, _ = next(iter(source.train(-1)))
-    net.train()
+    net.eval()
     with torch.no_grad():
         net(x)
 
@@ -336,12 +337,12 @@ def train_qat(cfg: LsqQatConfig) -> dict:
             raise TrisegError(f"{cfg.float_checkpoint} has {ckpt['meta']['num_classes']} classes, "
                               f"the data has {source.num_classes}")
         net = to_qat(model_from_checkpoint(ckpt), cfg.w_num_bits, cfg.a_num_bits, cfg.first_last_bits,
-                     cfg.per_channel_weights)
+                     cfg.per_channel_weights, cfg.keep_bn)
         calibrate(net, source)
         meta = dict(net.meta)
-    steps = {id(p) for p in net.steps()}
-    groups = [{"params": [p for p in net.parameters() if id(p) not in steps], "weight_decay": cfg.weight_decay},
-              {"params": net.steps(), "weight_decay": 0.0}]
+    free = {id(p) for p in net.steps()} | {id(p) for n, p in net.named_parameters() if ".bn." in n}
+    groups = [{"params": [p for p in net.parameters() if id(p) not in free], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in net.parameters() if id(p) in free], "weight_decay": 0.0}]
     metrics = fit(net, source, cfg, cfg.lr, "qat", meta, groups)
     net.cpu().eval()
     x, _ = next(iter(source.evaluate("test")))
