@@ -128,7 +128,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(HEADLINE), choices=list(HEADLINE))
     p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--max-images", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--max-images", type=int, default=None, help="use only a class-stratified subset of N test images")
     p.add_argument("--qonnx-images", type=int, default=1000)
     p.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per runtime and batch size")
     p.add_argument("--out", default=str(ROOT / "results/export"))

@@ -60,7 +60,7 @@ def calibrated_int8(sample):
 
 
 def tiny_split(split: Split, n: int) -> Split:
-    """The first ``n`` images of a split."""
+    """A class-stratified subset of ``n`` images of a split."""
     return split.take(n)
 
 

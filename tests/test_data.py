@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from triseg.data import augment, batches, load_cifar10, stratified_split
+from triseg.data import Split, augment, batches, load_cifar10, stratified_split
 from triseg.errors import TrisegError
 
 CLASSES = ["cat", "dog", "frog"]
@@ -113,6 +113,16 @@ def test_stratified_split_is_deterministic_and_balanced():
     assert torch.equal(val, val2)
     assert torch.bincount(y[val], minlength=10).tolist() == [10] * 10
     assert len(set(val.tolist()) & set(train.tolist())) == 0 and len(val) + len(train) == 1000
+
+
+def test_take_is_a_stratified_subset_of_class_sorted_data():
+    """ImageFolder data is sorted by class: the first 300 images would all be class 0."""
+    y = torch.arange(10).repeat_interleave(100)
+    split = Split(torch.arange(1000).view(-1, 1, 1, 1).expand(-1, 3, 32, 32).to(torch.uint8), y)
+    sub = split.take(300)
+    assert len(sub) == 300 and torch.bincount(sub.y, minlength=10).tolist() == [30] * 10
+    assert torch.equal(sub.y, split.take(300).y) and torch.equal(sub.y, sub.y.sort().values)
+    assert split.take(None) is split and split.take(1000) is split and split.take(5000) is split
 
 
 def test_augment_crops_and_flips_whole_batches():

@@ -43,8 +43,12 @@ class Split:
         return len(self.y)
 
     def take(self, n: int | None) -> "Split":
-        """The first ``n`` images (all when ``n`` is None)."""
-        return self if n is None else Split(self.x[:n], self.y[:n])
+        """A fixed class-stratified subset of ``n`` images, in their original order (all when ``n`` is None
+        or at least the split's size). Not the first ``n``: ImageFolder data is sorted by class."""
+        if n is None or n >= len(self):
+            return self
+        idx, _ = stratified_split(self.y, n)
+        return Split(self.x[idx], self.y[idx])
 
 
 @dataclass

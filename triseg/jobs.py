@@ -348,7 +348,7 @@ class SensitivityConfig(StudentOptions, BatchOptions, ConfigPathOptions):
     cli_hidden = ("seed", "cost_table")
     batch_size: int = option(256, "batch size", check=POSITIVE)
     split: str = option("val", "split to evaluate on (selection decisions must not use test)", choices=("val", "test"))
-    max_images: int | None = option(None, "use only the first N images of the split", check=POSITIVE)
+    max_images: int | None = option(None, "use only a class-stratified subset of N images of the split", check=POSITIVE)
 
 
 
@@ -404,7 +404,7 @@ class LsqDataOptions(Options):
                                         "sample shipped with triseg", check=input_path())
     val_size: int | None = option(None, "CIFAR-10 validation images carved from train (default 5000, or 10% of a "
                                         "smaller train split)", check=only_with("dataset", "cifar10", check=POSITIVE))
-    eval_limit: int | None = option(None, "use only the first N val/test images", check=POSITIVE)
+    eval_limit: int | None = option(None, "use only a class-stratified subset of N val/test images", check=POSITIVE)
     loader_workers: int = option(2, "ImageNet DataLoader worker processes (0: load in the main process)",
                                  check=only_with("dataset", "imagenet", check=threads(0)))
 
@@ -420,7 +420,7 @@ class LsqTrainingOptions(LsqThreadOptions, LsqDataOptions, SeedOptions, BatchOpt
     output_dir: str = option("", "checkpoint.pt and metrics.json go here (required)", check=output_folder(),
                              aliases=("--out-dir",))
     epochs: int | None = option(None, "training epochs (required)", check=POSITIVE)
-    train_limit: int | None = option(None, "use only the first N training images (smoke runs)", check=POSITIVE)
+    train_limit: int | None = option(None, "use only a class-stratified subset of N training images (smoke runs)", check=POSITIVE)
     cuda: int | None = option(None, "GPU index for --device auto or cuda, -1 = the CPU (the original spelling); "
                                     "N >= 0 with --device cpu or -1 with --device cuda is an error",
                               check=at_least(-1), metavar="N")
@@ -550,7 +550,7 @@ class VerifyExportConfig(ModelOptions, DataOptions, BackendOptions, BatchOptions
     config_path: str | None = option(None, "the result JSON the file was exported from; without it the file must "
                                            "be the plain teacher", check=input_file(convert=spelled_path))
     split: str = option("test", "images to compare", choices=("val", "test"))
-    max_images: int | None = option(None, "use only the first N images of the split", check=POSITIVE)
+    max_images: int | None = option(None, "use only a class-stratified subset of N images of the split", check=POSITIVE)
     batch_size: int = option(256, "batch size", check=POSITIVE)
     ort_optimization: str = option("both", "onnxruntime graph optimisations: off, on (all levels) or both runs",
                                    choices=("off", "on", "both"))
