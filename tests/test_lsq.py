@@ -96,6 +96,7 @@ TRAIN = ["--epochs", "1", "--output-dir", "run"]
     (["lsq-qat", *TRAIN, "--w-num-bits", "9"], "--w-num-bits must be from 2 to 8 bits, got 9"),
     (["lsq-qat", *TRAIN, "--a-num-bits", "1"], "--a-num-bits must be from 2 to 8 bits, got 1"),
     (["lsq-qat", *TRAIN, "--first-last-bits", "16"], "--first-last-bits must be from 2 to 8 bits, got 16"),
+    (["lsq-qat", *TRAIN, "--residual-bits", "1"], "--residual-bits must be from 2 to 8 bits, got 1"),
     (["lsq-train", "--output-dir", "run", "--epochs", "0"], "--epochs must be a number >= 1, got 0"),
     (["lsq-qat", "--output-dir", "run", "--epochs", "0"], "--epochs must be a number >= 1, got 0"),
     (["lsq-train", *TRAIN, "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
@@ -362,10 +363,11 @@ def _float_model(name: str, negative: bool = False) -> torch.nn.Module:
 
 
 def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None = None, per_channel: bool = False,
-               keep_bn: bool = False):
+               keep_bn: bool = False, residual_bits: int | None = None):
     """A QAT net of :func:`_float_model` (negative BN scales when BN is kept: their sign moves into the
     codes), steps calibrated on ``calib`` (default: noise)."""
-    q = to_qat(_float_model(name, negative=keep_bn), w_bits, a_bits, per_channel_weights=per_channel, keep_bn=keep_bn)
+    q = to_qat(_float_model(name, negative=keep_bn), w_bits, a_bits, per_channel_weights=per_channel, keep_bn=keep_bn,
+               residual_bits=residual_bits)
     q.train()
     with torch.no_grad():
         q(torch.randn(16, 3, 32, 32) if calib is None else calib)
@@ -373,12 +375,14 @@ def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None =
 
 
 @pytest.mark.parametrize("name", ["resnet_cifar10", "tiny_vgg"])
-@pytest.mark.parametrize("bits, per_channel, keep_bn", [
-    ((8, 8), False, False), ((4, 4), False, False), ((2, 2), False, False), ((3, 5), False, False),
-    ((8, 8), True, False), ((2, 2), True, False), ((8, 8), False, True), ((2, 2), False, True),
-    ((4, 4), True, True)])
-def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int], per_channel: bool, keep_bn: bool) -> None:
-    q = _qat_model(name, *bits, per_channel=per_channel, keep_bn=keep_bn)
+@pytest.mark.parametrize("bits, per_channel, keep_bn, residual", [
+    ((8, 8), False, False, None), ((4, 4), False, False, None), ((2, 2), False, False, None),
+    ((3, 5), False, False, None), ((8, 8), True, False, None), ((2, 2), True, False, None),
+    ((8, 8), False, True, None), ((2, 2), False, True, None), ((4, 4), True, True, None), ((2, 2), True, True, 8),
+    ((4, 3), False, False, 6)])
+def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int], per_channel: bool, keep_bn: bool,
+                                        residual: int | None) -> None:
+    q = _qat_model(name, *bits, per_channel=per_channel, keep_bn=keep_bn, residual_bits=residual)
     blob = export_integer(q, (3, 32, 32))
     convs = [op for op in blob["ops"] if op["kind"] == "conv" and op["out"] is not None]
     # a kept BN folds into one multiplier per output channel, whatever the weight steps
@@ -414,6 +418,27 @@ def test_per_channel_qat_checkpoint_rebuilds_and_its_steps_differ_by_channel() -
     conv = q.layers["layer1_0_conv1"].wq
     assert conv.step.shape == (16, 1, 1, 1) and conv.step.flatten().unique().numel() > 1
     assert q.layers[q.ops[-1].name].wq.step.ndim == 0  # the classifier keeps one step
+    again = model_from_checkpoint({"kind": "qat", "meta": q.meta, "model": q.state_dict()}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(x), q(x))
+
+
+def test_wider_residual_stream_is_requantized_before_every_conv_that_reads_it() -> None:
+    """W2A2 with 8-bit adds: the adds keep 8 bits, every conv reading one (conv1 of the next block and
+    the shortcut convs) rescales its input to 2 bits, in the fake-quant net and in the engine."""
+    q = _qat_model("resnet_cifar10", 2, 2, residual_bits=8)
+    adds = [op.name for op in q.ops if op.kind == "add"]
+    assert all(q.acts[a].bits == 8 for a in adds) and q.meta["residual_bits"] == 8
+    readers = {op.name for op in q.ops if op.kind == "conv" and op.inputs[0] in adds}
+    assert readers and {n for n, layer in q.layers.items() if layer.in_q is not None} == readers
+    assert all(q.layers[n].in_q.bits == 2 for n in readers)
+    ops = {op["name"]: op for op in export_integer(q, (3, 32, 32))["ops"]}
+    assert {n for n, op in ops.items() if op.get("in") is not None} == readers
+    assert all((op["in"]["qn"], op["in"]["qp"]) == (0, 3) for n, op in ops.items() if n in readers)
+    assert all(q.layers[n].in_q is None for n in q.layers if n not in readers)
+    plain = _qat_model("resnet_cifar10", 2, 2)
+    assert all(layer.in_q is None for layer in plain.layers.values()) and plain.acts[adds[0]].bits == 2
     again = model_from_checkpoint({"kind": "qat", "meta": q.meta, "model": q.state_dict()}).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

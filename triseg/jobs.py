@@ -466,6 +466,8 @@ class LsqQatConfig(LsqTrainingOptions):
                                      "input", check=_lsq_bits)
     per_channel_weights: bool = option(False, "one weight step per output channel of every conv (the classifier "
                                               "keeps one): folded BN gives channels very different ranges")
+    residual_bits: int | None = option(None, "bits of the residual adds' outputs (default --a-num-bits); when wider, "
+                                             "every conv re-quantizes its input to --a-num-bits", check=_lsq_bits)
     keep_bn: bool = option(False, "train every conv with its BatchNorm (batch statistics, as the LSQ paper does) and "
                                   "fold BN into per-channel multipliers and the int32 bias only at export")
     lr: float = option(0.001, "peak learning rate (with BN folded the QAT net has no normalisation and diverges "

@@ -35,6 +35,8 @@ quantized (one float division and rounding), every tensor is an integer tensor:
   never change the rounded result), the two are summed in int64 and rounded once, half up, exactly
   as ``round(a * Ma + b * Mb)`` computed with fractions (:func:`add_requantize` has the argument and
   the int64 bounds).
+* a conv whose input is wider than its activation width (a residual stream kept at more bits)
+  first rescales the input codes to its own step with one (M0, n), rounded once and clamped;
 * max pooling works on codes; global average pooling is a sum of codes whose 1/(H*W) is folded into
   the classifier's scale; the logits are the classifier's int32 accumulators (``logit_scale`` turns
   them into floats for reporting only).
@@ -219,9 +221,14 @@ def _requantized(acc: torch.Tensor, op: dict) -> torch.Tensor:
 
 
 def _run_layer(op: dict, env: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Conv or linear: the exact MAC, then requantization."""
+    """Conv or linear: input codes rescaled to the layer's input step (when it has one), the exact MAC,
+    then requantization."""
+    x = env[op["inputs"][0]]
+    rescale = op.get("in")
+    if rescale is not None:
+        x = requantize_(x.clone(), *rescale["m0n"]).clamp_(rescale["qn"], rescale["qp"])
     dtype = torch.float32 if op["mac_bound"] < FLOAT32_EXACT else torch.float64
-    return _requantized(mac(env[op["inputs"][0]], op["weight"], op["bias"], op["stride"], op["padding"], dtype), op)
+    return _requantized(mac(x, op["weight"], op["bias"], op["stride"], op["padding"], dtype), op)
 
 
 def _run_add(op: dict, env: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -268,10 +275,15 @@ def _export_layer(ex: _Export, op: Op, entry: dict) -> ExportResult:
 
     src = op.inputs[0]
     layer = ex.net.layers[op.name]
+    s_in, in_bound = ex.scale(src), ex.bound[src]
+    if layer.in_q is not None:  # the input codes are rescaled to the layer's own (narrower) step first
+        q = layer.in_q
+        entry["in"] = {"qn": q.qn, "qp": q.qp, "m0n": multipliers(s_in, float(q.step))}
+        s_in, in_bound = q.step.detach(), max(-q.qn, q.qp)
     w, step, bias = layer.integer_view()
-    acc_scale = bias_scale(ex.scale(src), step)
+    acc_scale = bias_scale(s_in, step)
     b = torch.round(bias / acc_scale)
-    limit = w[0].numel() * ex.bound[src] * int(w.abs().max()) + int(b.abs().max())
+    limit = w[0].numel() * in_bound * int(w.abs().max()) + int(b.abs().max())
     if limit >= INT32_LIMIT:
         raise TrisegError(f"layer {op.name}: the accumulator may reach {limit}, beyond int32")
     entry.update(weight=w.to(torch.int8), bias=b.to(torch.int32), stride=layer.stride, padding=layer.padding,

@@ -12,6 +12,10 @@ Quantization points (what the integer engine computes exactly):
 * every conv or add output is quantized by an LSQ activation quantizer (unsigned after ReLU) unless
   its only consumers are residual adds: such an output stays an int32 accumulator and the add
   rescales both of its inputs to the add's output step (one rounding per add);
+* with ``residual_bits`` above the activation width, the adds' outputs (the residual stream) keep
+  that width and every conv that reads one re-quantizes it to the activation width with its own
+  LSQ step (an integer rescale of codes in the engine), so each conv still multiplies
+  ``a_bits``-bit activations;
 * max pooling passes codes through; global average pooling feeds the classifier the sum of codes at
   scale ``s / (H * W)``; the classifier output (logits) stays an int32 accumulator.
 
@@ -73,6 +77,7 @@ class QuantLayer(nn.Module):
         self.bn = bn
         self.wq = LsqQuantizer(bits, signed=True, per_sample=False, per_channel=per_channel)
         self.wq.init_step(weight)
+        self.in_q: LsqQuantizer | None = None  # set by to_qat when the input arrives wider than --a-num-bits
 
     def _bn_scale(self) -> torch.Tensor:
         """BN's per-channel factor ``gamma / sqrt(running_var + eps)``, shaped to scale weight channels."""
@@ -95,7 +100,9 @@ class QuantLayer(nn.Module):
         return F.conv2d(x, w, b, self.stride, self.padding) if self.kind == "conv" else F.linear(x, w, b)
 
     def forward(self, x: torch.Tensor, s_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Output and its accumulator scale."""
+        """Output and its accumulator scale (after re-quantizing the input when the layer has ``in_q``)."""
+        if self.in_q is not None:
+            x, s_in = self.in_q(x), self.in_q.step.detach()
         if self.bn is not None and self.training:
             y = self.bn(self._op(x, self.wq(self.weight), None))
             return y, bias_scale(s_in, (self.wq.step * self._bn_scale()).abs())
@@ -180,12 +187,24 @@ def _classifier_feeder(ops: list[Op]) -> str:
     return name
 
 
+def _code_source(ops: list[Op], name: str) -> str:
+    """The op whose codes tensor ``name`` carries (max pooling passes codes through)."""
+    by_name = {op.name: op for op in ops}
+    while name in by_name and by_name[name].kind == "maxpool":
+        name = by_name[name].inputs[0]
+    return name
+
+
 def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
-           per_channel_weights: bool = False, keep_bn: bool = False) -> QuantNet:
+           per_channel_weights: bool = False, keep_bn: bool = False, residual_bits: int | None = None) -> QuantNet:
     """Fold BN and wrap every layer with LSQ quantizers (see the module docstring for the policy);
     ``per_channel_weights`` gives every conv one weight step per output channel; ``keep_bn`` trains
-    each conv with its BatchNorm and folds it only for inference (:class:`QuantLayer`)."""
-    for bits, option in ((w_bits, "--w-num-bits"), (a_bits, "--a-num-bits"), (first_last_bits, "--first-last-bits")):
+    each conv with its BatchNorm and folds it only for inference (:class:`QuantLayer`);
+    ``residual_bits`` (default ``a_bits``) is the width of the residual adds' outputs, and a conv that
+    reads a wider tensor re-quantizes it to ``a_bits`` first."""
+    residual_bits = a_bits if residual_bits is None else residual_bits
+    for bits, option in ((w_bits, "--w-num-bits"), (a_bits, "--a-num-bits"), (first_last_bits, "--first-last-bits"),
+                         (residual_bits, "--residual-bits")):
         check_bits(bits, option)
     consumers: dict[str, list[Op]] = {}
     for op in net.ops:
@@ -204,16 +223,19 @@ def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
             bits = first_last_bits if op.inputs[0] == "input" else w_bits
             layers[op.name] = QuantLayer("conv", weight, bias, bits, mod.conv.stride[0], mod.conv.padding[0],
                                          per_channel_weights, bn)
+            src = acts.get(_code_source(net.ops, op.inputs[0]))
+            if src is not None and src.bits > a_bits:
+                layers[op.name].in_q = LsqQuantizer(a_bits, signed=src.signed, per_sample=True)
         elif op.kind == "linear":
             mod = net.layers[op.name]
             layers[op.name] = QuantLayer("linear", mod.weight.detach().clone(), mod.bias.detach().clone(),
                                          first_last_bits)
         users = consumers.get(op.name, [])
         if op.kind in ("conv", "add") and users and not all(u.kind == "add" for u in users):
-            bits = first_last_bits if op.name == feeder else a_bits
+            bits = first_last_bits if op.name == feeder else residual_bits if op.kind == "add" else a_bits
             acts[op.name] = LsqQuantizer(bits, signed=not op.relu, per_sample=True)
     meta = {"model": net.arch, "small_input": net.small_input,
             "num_classes": int(layers[net.ops[-1].name].weight.shape[0]),
             "w_bits": w_bits, "a_bits": a_bits, "first_last_bits": first_last_bits,
-            "per_channel_weights": per_channel_weights, "keep_bn": keep_bn}
+            "per_channel_weights": per_channel_weights, "keep_bn": keep_bn, "residual_bits": residual_bits}
     return QuantNet(net.ops, layers, acts, LsqQuantizer(first_last_bits, signed=True, per_sample=True), meta)

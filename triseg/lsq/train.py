@@ -159,7 +159,8 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
         net = build_model(meta["model"], meta["num_classes"], meta["small_input"])
         if ckpt["kind"] == "qat":
             net = to_qat(net, meta["w_bits"], meta["a_bits"], meta["first_last_bits"],
-                         bool(meta.get("per_channel_weights", False)), bool(meta.get("keep_bn", False)))
+                         bool(meta.get("per_channel_weights", False)), bool(meta.get("keep_bn", False)),
+                         meta.get("residual_bits"))
         net.load_state_dict(ckpt["model"])
     except TrisegError:
         raise
@@ -337,7 +338,7 @@ def train_qat(cfg: LsqQatConfig) -> dict:
             raise TrisegError(f"{cfg.float_checkpoint} has {ckpt['meta']['num_classes']} classes, "
                               f"the data has {source.num_classes}")
         net = to_qat(model_from_checkpoint(ckpt), cfg.w_num_bits, cfg.a_num_bits, cfg.first_last_bits,
-                     cfg.per_channel_weights, cfg.keep_bn)
+                     cfg.per_channel_weights, cfg.keep_bn, cfg.residual_bits)
         calibrate(net, source)
         meta = dict(net.meta)
     free = {id(p) for p in net.steps()} | {id(p) for n, p in net.named_parameters() if ".bn." in n}
