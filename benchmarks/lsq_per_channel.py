@@ -29,35 +29,34 @@ from triseg.api import (atomic_write_text, batches, load_cifar10, load_lsq_check
 
 
 def accuracy(net: torch.nn.Module, split, limit: int) -> float:
-    """Top-1 (%) on the first ``limit`` images of ``split``."""
+    """Top-1 (%) on a class-stratified subset of ``limit`` images of ``split``."""
     net.eval()
     correct = seen = 0
     with torch.no_grad():
-        for x, y in batches(split, 256):
-            x, y = x[: limit - seen], y[: limit - seen]
+        for x, y in batches(split.take(limit), 256):
             correct += (net(x).argmax(1) == y).sum().item()
             seen += len(y)
-            if seen >= limit:
-                break
     return 100.0 * correct / seen
 
 
-def run(ckpt: dict, data, bits: tuple[int, int], per_channel: bool, steps: int, lr: float, limit: int) -> dict:
+def run(ckpt: dict, data, bits: tuple[int, int], per_channel: bool, steps: int, lr: float, limit: int,
+        keep_bn: bool = False, residual_bits: int | None = None) -> dict:
     """One setting (weight bits, activation bits): calibrate, measure, fine-tune ``steps`` batches, measure again."""
     torch.manual_seed(0)
-    net = to_qat(lsq_model_from_checkpoint(ckpt), *bits, 8, per_channel)
+    net = to_qat(lsq_model_from_checkpoint(ckpt), *bits, 8, per_channel, keep_bn, residual_bits)
     train = itertools.chain.from_iterable(
         batches(data.train, 128, shuffle=True, augment_data=True, gen=torch.Generator().manual_seed(e))
         for e in itertools.count())
-    net.train()
+    net.eval()  # calibration as lsq-qat does it (a kept BN keeps its running statistics)
     with torch.no_grad():
         net(next(iter(batches(data.train, 128, shuffle=True, augment_data=True,
                               gen=torch.Generator().manual_seed(0))))[0])
-    row = {"w_bits": bits[0], "a_bits": bits[1], "per_channel_weights": per_channel, "calibrated_val_top1": accuracy(net, data.val, limit)}
+    row = {"w_bits": bits[0], "a_bits": bits[1], "per_channel_weights": per_channel, "keep_bn": keep_bn,
+           "residual_bits": net.meta["residual_bits"], "calibrated_val_top1": accuracy(net, data.val, limit)}
     if steps:
-        step_ids = {id(p) for p in net.steps()}
-        groups = [{"params": [p for p in net.parameters() if id(p) not in step_ids], "weight_decay": 1e-4},
-                  {"params": net.steps(), "weight_decay": 0.0}]
+        free = {id(p) for p in net.steps()} | {id(p) for n, p in net.named_parameters() if ".bn." in n}
+        groups = [{"params": [p for p in net.parameters() if id(p) not in free], "weight_decay": 1e-4},
+                  {"params": [p for p in net.parameters() if id(p) in free], "weight_decay": 0.0}]
         opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         t0 = time.perf_counter()
@@ -70,7 +69,8 @@ def run(ckpt: dict, data, bits: tuple[int, int], per_channel: bool, steps: int, 
             sched.step()
         row.update(steps=steps, lr=lr, tuned_val_top1=accuracy(net, data.val, limit),
                    tune_s=round(time.perf_counter() - t0, 1))
-    print(f"W{bits[0]}A{bits[1]} {'per-channel' if per_channel else 'per-tensor '}: calibrated "
+    print(f"W{bits[0]}A{bits[1]} {'per-channel' if per_channel else 'per-tensor '}"
+          f"{' keep-bn' if keep_bn else ''} residual {row['residual_bits']}: calibrated "
           f"{row['calibrated_val_top1']:6.2f} %" + (f", after {steps} steps {row['tuned_val_top1']:6.2f} %"
                                                     if steps else ""), flush=True)
     return row
@@ -89,7 +89,11 @@ def main() -> None:
     p.add_argument("--bits", default="8,4,2", help="bit widths: N (weights and activations) or W:A, comma-separated")
     p.add_argument("--steps", type=int, default=0, help="fine-tuning batches of 128 per setting")
     p.add_argument("--lr", type=float, default=0.001, help="peak learning rate (lsq-qat's default)")
-    p.add_argument("--val-images", type=int, default=2000, help="validation images measured")
+    p.add_argument("--val-images", type=int, default=2000, help="validation images measured (class-stratified)")
+    p.add_argument("--weight-steps", choices=("both", "tensor", "channel"), default="both",
+                   help="weight steps per tensor, per output channel, or both (one row each)")
+    p.add_argument("--keep-bn", action="store_true", help="lsq-qat --keep-bn for every setting")
+    p.add_argument("--residual-bits", type=int, default=None, help="lsq-qat --residual-bits for every setting")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args()
@@ -98,8 +102,9 @@ def main() -> None:
     data = load_cifar10(args.data_dir)
     print(f"{args.float_checkpoint}: {args.val_images} validation images, {args.threads} thread(s), "
           f"{machine.describe()}")
-    rows = [run(ckpt, data, b, pc, args.steps, args.lr, args.val_images)
-            for b in (parse_bits(v) for v in args.bits.split(",")) for pc in (False, True)]
+    rows = [run(ckpt, data, b, pc, args.steps, args.lr, args.val_images, args.keep_bn, args.residual_bits)
+            for b in (parse_bits(v) for v in args.bits.split(","))
+            for pc in {"both": (False, True), "tensor": (False,), "channel": (True,)}[args.weight_steps]]
     if args.json:
         atomic_write_text(json.dumps({"machine": machine.describe(), "rows": rows}, indent=2) + "\n", args.json)
 
