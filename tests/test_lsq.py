@@ -445,6 +445,37 @@ def test_wider_residual_stream_is_requantized_before_every_conv_that_reads_it() 
         assert torch.equal(again(x), q(x))
 
 
+@pytest.mark.parametrize("keep_bn", [False, True])
+def test_init_from_a_qat_checkpoint_keeps_weights_and_same_width_steps(keep_bn: bool) -> None:
+    """W4A4 -> W2A2: weights, biases and BN come over; the 8-bit first/last quantizers keep their steps;
+    2-bit weight steps restart from the weights, 2-bit activation steps at calibration."""
+    from triseg.lsq.train import init_from_qat
+
+    q4 = _qat_model("resnet_cifar10", 4, 4, per_channel=True, keep_bn=keep_bn, residual_bits=8)
+    ckpt = {"kind": "qat", "meta": q4.meta, "model": q4.state_dict()}
+    q2 = to_qat(build_model("resnet_cifar10"), 2, 2, per_channel_weights=True, keep_bn=keep_bn, residual_bits=8)
+    init_from_qat(q2, ckpt, "w4a4.pt")
+    for name, layer in q2.layers.items():
+        assert torch.equal(layer.weight, q4.layers[name].weight), name
+        assert (layer.bn is not None) == (keep_bn and name != "fc")
+        if layer.bn is not None:
+            assert torch.equal(layer.bn.running_var, q4.layers[name].bn.running_var)
+        else:
+            assert torch.equal(layer.bias, q4.layers[name].bias)
+    first, fc = q2.ops[0].name, q2.ops[-1].name
+    for keep in (q2.input_q, q2.layers[first].wq, q2.layers[fc].wq, q2.acts["layer3_2_add"]):
+        assert keep.bits == 8 and keep.initialized
+    assert torch.equal(q2.layers[first].wq.step, q4.layers[first].wq.step)
+    assert torch.equal(q2.acts["layer3_2_add"].step, q4.acts["layer3_2_add"].step)
+    w = q2.layers["layer2_0_conv1"].weight
+    torch.testing.assert_close(q2.layers["layer2_0_conv1"].wq.step, 2 * w.abs().flatten(1).mean(1).view(-1, 1, 1, 1))
+    assert not q2.acts["layer2_0_conv1"].initialized and not q2.layers["layer2_0_conv1"].in_q.initialized
+    assert q2.acts["layer1_0_add"].initialized  # an 8-bit residual quantizer keeps its step
+    other = to_qat(build_model("resnet_cifar10"), 2, 2, keep_bn=not keep_bn)
+    with pytest.raises(TrisegError, match="--keep-bn"):
+        init_from_qat(other, ckpt, "w4a4.pt")
+
+
 def test_kept_bn_trains_on_batch_statistics_and_folds_for_inference() -> None:
     """Train mode: conv + BN on batch statistics, gradients reach BN's scale and shift. Eval mode: BN's
     running statistics folded into per-channel steps (negative BN scales flip the codes' sign) give the
@@ -590,6 +621,18 @@ def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.Capture
     assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(qdir), "--float-checkpoint", float_ckpt,
                  "--w-num-bits", "2", "--a-num-bits", "3", *common]) == 0  # --model: the checkpoint's
     assert (qdir / "int_model.pt").is_file() and any((tmp_path / "tb" / "qat").iterdir())
+    init_dir = tmp_path / "qat-init"
+    assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(init_dir), "--float-checkpoint", float_ckpt,
+                 "--init-checkpoint", str(qdir / "checkpoint.pt"), *common]) == 2
+    assert "give one of --float-checkpoint and --init-checkpoint" in capsys.readouterr().err
+    assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(init_dir), "--init-checkpoint", float_ckpt,
+                 *common]) == 2
+    assert "--init-checkpoint needs lsq-qat's" in capsys.readouterr().err
+    assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(init_dir), "--init-checkpoint",
+                 str(qdir / "checkpoint.pt"), "--w-num-bits", "2", "--a-num-bits", "2", *common]) == 0
+    assert (init_dir / "int_model.pt").is_file()
+    assert main(["lsq-qat", "--epochs", "2", "--output-dir", str(init_dir), "--resume", "--w-num-bits", "2",
+                 "--a-num-bits", "2", *common]) == 0  # the start model is not needed to resume
     bn_dir = tmp_path / "qat-bn"
     assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(bn_dir), "--float-checkpoint", float_ckpt,
                  "--w-num-bits", "2", "--a-num-bits", "2", "--keep-bn", "--lr", "0.01", *common]) == 0

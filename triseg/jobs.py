@@ -460,6 +460,10 @@ class LsqQatConfig(LsqTrainingOptions):
                                choices=_lsq_model_names)
     float_checkpoint: str | None = option(None, "checkpoint.pt written by lsq-train (not needed with --resume)",
                                           check=input_file())
+    init_checkpoint: str | None = option(None, "start instead from this lsq-qat checkpoint.pt of the same network "
+                                               "and --keep-bn (progressive quantization, e.g. W4A4 -> W2A2): its "
+                                               "weights, and the steps of quantizers of the same width",
+                                         check=input_file())
     w_num_bits: int = option(4, "weight bits", check=_lsq_bits)
     a_num_bits: int = option(4, "activation bits", check=_lsq_bits)
     first_last_bits: int = option(8, "bits of the input, first conv weights, classifier weights and classifier "

@@ -171,7 +171,7 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
 
 
 RESUME_FREE = ("resume", "resume_or_start", "workers", "loader_workers", "log_dir", "device", "cuda", "output_dir",
-               "eval_limit", "float_checkpoint", "epochs", "amp")
+               "eval_limit", "float_checkpoint", "init_checkpoint", "epochs", "amp")
 
 
 def _check_same_settings(ckpt: dict, cfg: LsqTrainingOptions, path: Path) -> None:
@@ -302,6 +302,36 @@ def calibrate(net: QuantNet, source: DataSource) -> None:
         net(x)
 
 
+def init_from_qat(net: QuantNet, ckpt: dict, path: str | Path) -> None:
+    """Progressive quantization: ``net`` takes the weights, biases and BN of the QAT checkpoint ``ckpt`` (the
+    same network and BN treatment); a quantizer keeps the checkpoint's step when its width and step shape
+    are the same, else it starts afresh (weight steps from the copied weights, activation steps at
+    calibration)."""
+    from triseg.lsq.quantizer import LsqQuantizer
+
+    made = ckpt["meta"]
+    if bool(made.get("keep_bn", False)) != net.meta["keep_bn"]:
+        raise TrisegError(f"{path} was trained with --keep-bn {bool(made.get('keep_bn', False))}: pass the same "
+                          f"--keep-bn to start from it")
+    src = model_from_checkpoint(ckpt)
+    old = dict(src.named_modules())
+    with torch.no_grad():
+        for name, layer in net.layers.items():
+            layer.load_state_dict({k: v for k, v in src.layers[name].state_dict().items()
+                                   if not k.startswith(("wq.", "in_q."))}, strict=False)
+        for name, q in net.named_modules():
+            if not isinstance(q, LsqQuantizer):
+                continue
+            before = old.get(name)
+            if isinstance(before, LsqQuantizer) and before.bits == q.bits and before.step.shape == q.step.shape:
+                q.step.copy_(before.step)
+                q.initialized.copy_(before.initialized)
+            elif name.endswith(".wq"):
+                q.init_step(net.layers[name.split(".")[1]].weight)
+            else:
+                q.initialized.fill_(False)
+
+
 def _check_model(cfg: LsqQatConfig, path: str | Path, meta: dict) -> None:
     """A given ``--model`` must be the checkpoint's."""
     if cfg.model is not None and cfg.model != meta["model"]:
@@ -315,10 +345,15 @@ def train_qat(cfg: LsqQatConfig) -> dict:
     check_outputs(cfg, ("checkpoint.pt", "metrics.json", "int_model.pt"))
     path = Path(cfg.output_dir) / "checkpoint.pt"
     resuming = resume_from(path, cfg.resume, cfg.resume_or_start)
-    if cfg.resume and not cfg.resume_or_start and cfg.float_checkpoint:
-        raise TrisegError("--float-checkpoint is not used with --resume (the run continues from its checkpoint)")
-    if not resuming and not cfg.float_checkpoint:
-        raise TrisegError("lsq-qat needs --float-checkpoint (a checkpoint.pt from lsq-train) or --resume")
+    start = cfg.float_checkpoint or cfg.init_checkpoint
+    if cfg.float_checkpoint and cfg.init_checkpoint:
+        raise TrisegError("give one of --float-checkpoint and --init-checkpoint (the QAT run starts from one model)")
+    if cfg.resume and not cfg.resume_or_start and start:
+        flag = "--float-checkpoint" if cfg.float_checkpoint else "--init-checkpoint"
+        raise TrisegError(f"{flag} is not used with --resume (the run continues from its checkpoint)")
+    if not resuming and not start:
+        raise TrisegError("lsq-qat needs --float-checkpoint (a checkpoint.pt from lsq-train), --init-checkpoint "
+                          "(one from lsq-qat) or --resume")
     torch.manual_seed(cfg.seed)
     source = make_source(cfg, cfg.batch_size, cfg.seed, cfg.train_limit)
     if resuming:
@@ -329,16 +364,23 @@ def train_qat(cfg: LsqQatConfig) -> dict:
         _check_model(cfg, path, meta)
         net = model_from_checkpoint(ckpt)
     else:
-        assert cfg.float_checkpoint is not None
-        ckpt = load_checkpoint(cfg.float_checkpoint)
-        if ckpt["kind"] != "float":
-            raise TrisegError(f"{cfg.float_checkpoint} is a QAT checkpoint; --float-checkpoint needs lsq-train's")
-        _check_model(cfg, cfg.float_checkpoint, ckpt["meta"])
+        assert start is not None
+        ckpt = load_checkpoint(start)
+        if cfg.float_checkpoint and ckpt["kind"] != "float":
+            raise TrisegError(f"{start} is a QAT checkpoint; --float-checkpoint needs lsq-train's (or pass it as "
+                              f"--init-checkpoint)")
+        if cfg.init_checkpoint and ckpt["kind"] != "qat":
+            raise TrisegError(f"{start} is a float checkpoint; --init-checkpoint needs lsq-qat's")
+        _check_model(cfg, start, ckpt["meta"])
         if ckpt["meta"]["num_classes"] != source.num_classes:
-            raise TrisegError(f"{cfg.float_checkpoint} has {ckpt['meta']['num_classes']} classes, "
-                              f"the data has {source.num_classes}")
-        net = to_qat(model_from_checkpoint(ckpt), cfg.w_num_bits, cfg.a_num_bits, cfg.first_last_bits,
-                     cfg.per_channel_weights, cfg.keep_bn, cfg.residual_bits)
+            raise TrisegError(f"{start} has {ckpt['meta']['num_classes']} classes, the data has {source.num_classes}")
+        m = ckpt["meta"]
+        base = model_from_checkpoint(ckpt) if cfg.float_checkpoint else build_model(m["model"], m["num_classes"],
+                                                                                     m["small_input"])
+        net = to_qat(base, cfg.w_num_bits, cfg.a_num_bits, cfg.first_last_bits, cfg.per_channel_weights, cfg.keep_bn,
+                     cfg.residual_bits)
+        if cfg.init_checkpoint:
+            init_from_qat(net, ckpt, start)
         calibrate(net, source)
         meta = dict(net.meta)
     free = {id(p) for p in net.steps()} | {id(p) for n, p in net.named_parameters() if ".bn." in n}
