@@ -36,7 +36,7 @@ def test_every_shipped_zoo_file_matches_its_manifest_checksum() -> None:
     assert sum((ROOT / "zoo" / name).stat().st_size for name in shipped) < 150e6
 
 
-@pytest.mark.parametrize("name", ["vgg16", "nin"])
+@pytest.mark.parametrize("name", ["vgg16", "nin", "mobilenetv1"])
 def test_the_shipped_teachers_load_on_the_cpu_and_classify(name, sample, one_thread) -> None:
     """The teachers trained for issue 14 (VGG16, the default command's) load without a GPU and classify the
     shipped sample's training images (VGG16 0.98, NiN 1.00 of the first 64 when written; chance is 0.1)."""
