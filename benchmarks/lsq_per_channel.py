@@ -54,10 +54,7 @@ def run(ckpt: dict, data, bits: tuple[int, int], per_channel: bool, steps: int, 
     row = {"w_bits": bits[0], "a_bits": bits[1], "per_channel_weights": per_channel, "keep_bn": keep_bn,
            "residual_bits": net.meta["residual_bits"], "calibrated_val_top1": accuracy(net, data.val, limit)}
     if steps:
-        free = {id(p) for p in net.steps()} | {id(p) for n, p in net.named_parameters() if ".bn." in n}
-        groups = [{"params": [p for p in net.parameters() if id(p) not in free], "weight_decay": 1e-4},
-                  {"params": [p for p in net.parameters() if id(p) in free], "weight_decay": 0.0}]
-        opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+        opt = torch.optim.SGD(net.param_groups(1e-4), lr=lr, momentum=0.9, nesterov=True)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         t0 = time.perf_counter()
         net.train()

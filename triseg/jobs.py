@@ -420,7 +420,8 @@ class LsqTrainingOptions(LsqThreadOptions, LsqDataOptions, SeedOptions, BatchOpt
     output_dir: str = option("", "checkpoint.pt and metrics.json go here (required)", check=output_folder(),
                              aliases=("--out-dir",))
     epochs: int | None = option(None, "training epochs (required)", check=POSITIVE)
-    train_limit: int | None = option(None, "use only a class-stratified subset of N training images (smoke runs)", check=POSITIVE)
+    train_limit: int | None = option(None, "use only a class-stratified subset of N training images (smoke runs)",
+                                     check=POSITIVE)
     cuda: int | None = option(None, "GPU index for --device auto or cuda, -1 = the CPU (the original spelling); "
                                     "N >= 0 with --device cpu or -1 with --device cuda is an error",
                               check=at_least(-1), metavar="N")

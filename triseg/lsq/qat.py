@@ -84,6 +84,10 @@ class QuantLayer(nn.Module):
         assert self.bn is not None
         return (self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)).view(-1, 1, 1, 1)
 
+    def _folded_step(self) -> torch.Tensor:
+        """The weight step with BN's factor folded in: one signed step per output channel."""
+        return self.wq.step * self._bn_scale()
+
     def integer_view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weight codes, positive weight step, real bias) of the inference layer; with BN the step is one
         per output channel and the sign of BN's scale moves into the codes."""
@@ -91,9 +95,8 @@ class QuantLayer(nn.Module):
         if self.bn is None:
             assert self.bias is not None
             return codes, self.wq.step, self.bias
-        k = self._bn_scale()
-        step = self.wq.step * k
-        bias = self.bn.bias - self.bn.running_mean * k.flatten()
+        step = self._folded_step()
+        bias = self.bn.bias - self.bn.running_mean * self._bn_scale().flatten()
         return codes * torch.sign(step), step.abs(), bias
 
     def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -105,7 +108,7 @@ class QuantLayer(nn.Module):
             x, s_in = self.in_q(x), self.in_q.step.detach()
         if self.bn is not None and self.training:
             y = self.bn(self._op(x, self.wq(self.weight), None))
-            return y, bias_scale(s_in, (self.wq.step * self._bn_scale()).abs())
+            return y, bias_scale(s_in, self._folded_step().abs())
         if self.bn is None:
             assert self.bias is not None
             w, step, bias = self.wq(self.weight), self.wq.step, self.bias
@@ -149,6 +152,12 @@ class QuantNet(nn.Module):
         """All learned step sizes."""
         return [p for n, p in self.named_parameters() if n.endswith(".step") or n == "input_q.step"]
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """SGD parameter groups: weight decay on weights and biases, never on step sizes or kept BN."""
+        free = {id(p) for p in self.steps()} | {id(p) for n, p in self.named_parameters() if ".bn." in n}
+        return [{"params": [p for p in self.parameters() if id(p) not in free], "weight_decay": weight_decay},
+                {"params": [p for p in self.parameters() if id(p) in free], "weight_decay": 0.0}]
+
 
 def _layer(net: QuantNet, op: Op, env: Traced) -> tuple[torch.Tensor, torch.Tensor]:
     """Conv or linear: the output at its accumulator scale."""
@@ -187,9 +196,8 @@ def _classifier_feeder(ops: list[Op]) -> str:
     return name
 
 
-def _code_source(ops: list[Op], name: str) -> str:
+def _code_source(by_name: dict[str, Op], name: str) -> str:
     """The op whose codes tensor ``name`` carries (max pooling passes codes through)."""
-    by_name = {op.name: op for op in ops}
     while name in by_name and by_name[name].kind == "maxpool":
         name = by_name[name].inputs[0]
     return name
@@ -211,6 +219,7 @@ def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
         for i in op.inputs:
             consumers.setdefault(i, []).append(op)
     feeder = _classifier_feeder(net.ops)
+    by_name = {op.name: op for op in net.ops}
     layers: dict[str, QuantLayer] = {}
     acts: dict[str, LsqQuantizer] = {}
     for op in net.ops:
@@ -223,7 +232,7 @@ def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
             bits = first_last_bits if op.inputs[0] == "input" else w_bits
             layers[op.name] = QuantLayer("conv", weight, bias, bits, mod.conv.stride[0], mod.conv.padding[0],
                                          per_channel_weights, bn)
-            src = acts.get(_code_source(net.ops, op.inputs[0]))
+            src = acts.get(_code_source(by_name, op.inputs[0]))
             if src is not None and src.bits > a_bits:
                 layers[op.name].in_q = LsqQuantizer(a_bits, signed=src.signed, per_sample=True)
         elif op.kind == "linear":

@@ -383,10 +383,7 @@ def train_qat(cfg: LsqQatConfig) -> dict:
             init_from_qat(net, ckpt, start)
         calibrate(net, source)
         meta = dict(net.meta)
-    free = {id(p) for p in net.steps()} | {id(p) for n, p in net.named_parameters() if ".bn." in n}
-    groups = [{"params": [p for p in net.parameters() if id(p) not in free], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in net.parameters() if id(p) in free], "weight_decay": 0.0}]
-    metrics = fit(net, source, cfg, cfg.lr, "qat", meta, groups)
+    metrics = fit(net, source, cfg, cfg.lr, "qat", meta, net.param_groups(cfg.weight_decay))
     net.cpu().eval()
     x, _ = next(iter(source.evaluate("test")))
     export_integer(net, tuple(x.shape[1:]), Path(cfg.output_dir) / "int_model.pt")
