@@ -76,6 +76,18 @@ def test_depthwise_and_pooled_models_are_simulated_exactly(name, calibrated_int8
     assert not torch.equal(teacher, student), "the config must change the logits"
 
 
+@pytest.mark.parametrize("name", ["mobilenetv1", "nin"])
+def test_the_shipped_teachers_are_simulated_exactly(name, sample, one_thread) -> None:
+    """The trained zoo teachers (MobileNetV1's depthwise convs, NiN's pooled head), whose code distributions an
+    untrained model does not have: codes at every tap and the logits, as the teacher and under a config that
+    maps every layer."""
+    int8, _ = artifacts.load_int8(artifacts.ZOO_DIR, name, engine="fbgemm")
+    x, _ = next(batches(sample.test, 32))
+    teacher = _codes_agree(int8, x, {})
+    student = _codes_agree(int8, x, {layer: LayerCodes(3, 6, 10, 16, 25) for layer in int8.layers()})
+    assert not torch.equal(teacher, student), "the config must change the logits"
+
+
 def test_grid_codes_round_exact_half_codes_to_even() -> None:
     """Means of 2x2 codes in float32 with a scale that is not a power of two: ties go to the even code."""
     scale = 0.0362683609
