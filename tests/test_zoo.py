@@ -129,3 +129,31 @@ def test_zoo_add_ships_half_precision_qat_without_the_float_stage(lenet_outputs,
     monkeypatch.setattr(artifacts, "ZOO_DIR", zoo)
     with pytest.raises(TrisegError, match=re.escape(f"leaves out lenet5's float stage, rebuild it with: {TRAIN_FLOAT}")):
         artifacts.load_float(tmp_path / "elsewhere", "lenet5")
+
+
+def test_lsq_zoo_add_ships_a_finished_run_that_lsq_qat_starts_from(tmp_path, capsys) -> None:
+    """The shipped file has the model and history but no optimizer state; lsq-qat starts from it; a run
+    without its end-of-run metrics is refused with one line and nothing written."""
+    common = ["--train-limit", "64", "--eval-limit", "32", "--batch-size", "32", "--log-dir", str(tmp_path / "tb")]
+    run, zoo = tmp_path / "float", tmp_path / "lsqzoo"
+    assert main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--output-dir", str(run), *common]) == 0
+    metrics = (run / "metrics.json").read_text()
+    (run / "metrics.json").unlink()
+    assert main(["lsq-zoo-add", "--run-dir", str(run), "--name", "tiny", "--zoo-dir", str(zoo)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a finished run" in err and not zoo.exists()
+    (run / "metrics.json").write_text(metrics)
+    command = "triseg lsq-train --model tiny_vgg --epochs 1"
+    assert main(["lsq-zoo-add", "--run-dir", str(run), "--name", "tiny", "--zoo-dir", str(zoo),
+                 "--command", command]) == 0
+    entry = json.loads((zoo / "manifest.json").read_text())["tiny"]
+    shipped = torch.load(zoo / "tiny.pt", weights_only=True)
+    full = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert "optimizer" in full and "optimizer" not in shipped and "scheduler" not in shipped
+    assert all(torch.equal(shipped["model"][k], v) for k, v in full["model"].items())
+    assert entry["sha256"] == artifacts.sha256(zoo / "tiny.pt")
+    assert entry["bytes"] < (run / "checkpoint.pt").stat().st_size
+    assert (entry["kind"], entry["model"], entry["epochs"], entry["commands"]) == ("float", "tiny_vgg", 1, [command])
+    assert entry["acc_test"] == round(json.loads(metrics)["test_acc"], 2)
+    assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(tmp_path / "qat"), "--float-checkpoint",
+                 str(zoo / "tiny.pt"), "--w-num-bits", "2", "--a-num-bits", "2", *common]) == 0

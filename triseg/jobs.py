@@ -300,6 +300,18 @@ class ZooAddConfig(ModelOptions):
 
 
 @dataclass
+class LsqZooAddConfig(Options):
+    """``lsq-zoo-add``: ship a finished ``lsq-train`` or ``lsq-qat`` run in the LSQ zoo."""
+
+    run_dir: str = option("", "the finished run's --output-dir (its checkpoint.pt and metrics.json; required)",
+                          check=input_folder(required=True))
+    name: str = option("", "the zoo file's name, without .pt (required)", check=plain_file_name)
+    zoo_dir: str = option("", "LSQ zoo folder (default: zoo/lsq/ in the repository)",
+                          check=output_folder(required=False))
+    command: list[str] = option(help="a command that produced the run (repeatable)", default_factory=list)
+
+
+@dataclass
 class SampleOptions(ModelOptions, DataOptions, SeedOptions, BatchOptions, BackendOptions):
     """Modes that run seeded batches of one split."""
 

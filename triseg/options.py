@@ -193,9 +193,9 @@ def input_file(convert: Callable[[str], Path] | None = None, required: bool = Fa
     return PathCheck("in_file", required=required, convert=convert)
 
 
-def input_folder() -> PathCheck:
+def input_folder(required: bool = False) -> PathCheck:
     """An existing folder."""
-    return PathCheck("in_dir")
+    return PathCheck("in_dir", required=required)
 
 
 def input_path(unless: str | None = None) -> PathCheck:

@@ -4,6 +4,9 @@ Large models can ship lighter: ``--half-qat`` stores the QAT model's conv and li
 (quantization state, biases and BatchNorm stay float32, so the converted scales are the same; loading
 upcasts the weights), and ``--without-float`` leaves the float stage out (and removes an older zoo copy of
 it). The manifest records what was left out or stored in half precision and the commands that rebuild it.
+
+lsq-zoo-add: ship a finished LSQ run (an lsq-train float model, or an lsq-qat model to start another from)
+in zoo/lsq/ without its optimizer state, with its test accuracy, commands and sha256 in zoo/lsq/manifest.json.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from triseg.artifacts import sha256
 from triseg.artifacts import write_json
 from triseg.cli.modes import Mode
 from triseg.errors import TrisegError
-from triseg.jobs import ZooAddConfig
+from triseg.jobs import LsqZooAddConfig, ZooAddConfig
 from triseg.paths import check_output_file
 
 
@@ -121,7 +124,40 @@ def zoo_add(args: ZooAddConfig) -> None:
           f"INT8 {manifest[args.model]['acc_int8_test']}%; {', '.join(shipped)} shipped)")
 
 
+SHIPPED_LSQ_KEYS = ("kind", "meta", "model", "epoch", "history", "config")
+
+
+def lsq_zoo_add(args: LsqZooAddConfig) -> None:
+    from triseg.lsq.train import load_checkpoint
+
+    zoo = Path(args.zoo_dir) if args.zoo_dir else artifacts.ZOO_DIR / "lsq"
+    dst, manifest_path = zoo / f"{args.name}.pt", zoo / "manifest.json"
+    check_output_file(dst)
+    check_output_file(manifest_path)
+    run = Path(args.run_dir)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    metrics = _read_json(run / "metrics.json", "run metrics", "finish the run (it writes them at its end)") \
+        if (run / "metrics.json").is_file() else {}
+    test_acc, epochs = metrics.get("test_acc"), metrics.get("epochs")
+    if not isinstance(test_acc, (int, float)) or epochs != ckpt.get("epoch"):
+        raise TrisegError(f"{run} is not a finished run (its metrics.json records no test accuracy for the "
+                          f"checkpoint's epoch {ckpt.get('epoch')}): finish it with --resume first")
+    manifest = _read_json(manifest_path, "LSQ zoo manifest", "repair it or restore it from git") \
+        if manifest_path.exists() else {}
+    buf = io.BytesIO()
+    torch.save({k: ckpt[k] for k in SHIPPED_LSQ_KEYS if k in ckpt}, buf)
+    artifacts.atomic_write_bytes(buf.getvalue(), dst)
+    manifest[args.name] = {"kind": ckpt["kind"], **ckpt["meta"], "epochs": epochs,
+                           "acc_test": round(float(test_acc), 2), "test_images": metrics.get("sizes", {}).get("test"),
+                           "commands": args.command,
+                           "file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size}
+    write_json(dict(sorted(manifest.items())), manifest_path)
+    print(f"{args.name} ({ckpt['kind']}, test {manifest[args.name]['acc_test']}%) -> {dst}")
+
+
 MODES = [
     Mode("zoo_add", "copy {model}_float/qat/int8 files from --output-dir into the zoo and update its manifest",
          ZooAddConfig, zoo_add),
+    Mode("lsq-zoo-add", "ship a finished lsq-train/lsq-qat run in zoo/lsq/ (model and history, no optimizer state) "
+         "with its test accuracy, commands and sha256", LsqZooAddConfig, lsq_zoo_add),
 ]
