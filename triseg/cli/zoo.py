@@ -128,6 +128,7 @@ SHIPPED_LSQ_KEYS = ("kind", "meta", "model", "epoch", "history", "config")
 
 
 def lsq_zoo_add(args: LsqZooAddConfig) -> None:
+    """Copy a finished LSQ run's model into the LSQ zoo and record it in its manifest."""
     from triseg.lsq.train import load_checkpoint
 
     zoo = Path(args.zoo_dir) if args.zoo_dir else artifacts.ZOO_DIR / "lsq"
@@ -138,7 +139,7 @@ def lsq_zoo_add(args: LsqZooAddConfig) -> None:
     ckpt = load_checkpoint(run / "checkpoint.pt")
     metrics = _read_json(run / "metrics.json", "run metrics", "finish the run (it writes them at its end)") \
         if (run / "metrics.json").is_file() else {}
-    test_acc, epochs = metrics.get("test_acc"), metrics.get("epochs")
+    test_acc, epochs, sizes = metrics.get("test_acc"), metrics.get("epochs"), metrics.get("sizes")
     if not isinstance(test_acc, (int, float)) or epochs != ckpt.get("epoch"):
         raise TrisegError(f"{run} is not a finished run (its metrics.json records no test accuracy for the "
                           f"checkpoint's epoch {ckpt.get('epoch')}): finish it with --resume first")
@@ -148,7 +149,8 @@ def lsq_zoo_add(args: LsqZooAddConfig) -> None:
     torch.save({k: ckpt[k] for k in SHIPPED_LSQ_KEYS if k in ckpt}, buf)
     artifacts.atomic_write_bytes(buf.getvalue(), dst)
     manifest[args.name] = {"kind": ckpt["kind"], **ckpt["meta"], "epochs": epochs,
-                           "acc_test": round(float(test_acc), 2), "test_images": metrics.get("sizes", {}).get("test"),
+                           "acc_test": round(float(test_acc), 2),
+                           "test_images": sizes.get("test") if isinstance(sizes, dict) else None,
                            "commands": args.command,
                            "file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size}
     write_json(dict(sorted(manifest.items())), manifest_path)
