@@ -471,8 +471,8 @@ class LsqQatConfig(LsqTrainingOptions):
 
     model: str | None = option(None, "LSQ network (default: the checkpoint's; when given it must match)",
                                choices=_lsq_model_names)
-    float_checkpoint: str | None = option(None, "checkpoint.pt written by lsq-train (not needed with --resume)",
-                                          check=input_file())
+    float_checkpoint: str | None = option(None, "checkpoint.pt written by lsq-train, or its zoo/lsq copy (not "
+                                                "needed with --resume)", check=input_file())
     init_checkpoint: str | None = option(None, "start instead from this lsq-qat checkpoint.pt of the same network "
                                                "and --keep-bn (progressive quantization, e.g. W4A4 -> W2A2): its "
                                                "weights, and the steps of quantizers of the same width",
