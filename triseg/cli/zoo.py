@@ -38,6 +38,11 @@ def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
     return obj
 
 
+def _shipped(path: Path) -> dict[str, Any]:
+    """A zoo file's manifest fields: its name, sha256 and size."""
+    return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}
+
+
 def half_weights(blob: dict[str, Any]) -> bytes:
     """A stage file whose float32 tensors of two or more dimensions (conv and linear weights) are float16.
 
@@ -95,7 +100,7 @@ def zoo_add(args: ZooAddConfig) -> None:
         src, dst = sources[stage], zoo / sources[stage].name
         half = stage == "qat" and args.half_qat
         artifacts.atomic_write_bytes(half_weights(blobs[stage]) if half else src.read_bytes(), dst)
-        files[stage] = {"file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size}
+        files[stage] = _shipped(dst)
         if half:
             files[stage]["float16_weights"] = (f"conv/linear weights stored in float16 (loading upcasts them; "
                                                f"export_int8 from it moves about 0.5 % of the INT8 weights by one "
@@ -151,8 +156,7 @@ def lsq_zoo_add(args: LsqZooAddConfig) -> None:
     manifest[args.name] = {"kind": ckpt["kind"], **ckpt["meta"], "epochs": epochs,
                            "acc_test": round(float(test_acc), 2),
                            "test_images": sizes.get("test") if isinstance(sizes, dict) else None,
-                           "commands": args.command,
-                           "file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size}
+                           "commands": args.command, **_shipped(dst)}
     write_json(dict(sorted(manifest.items())), manifest_path)
     print(f"{args.name} ({ckpt['kind']}, test {manifest[args.name]['acc_test']}%) -> {dst}")
 
