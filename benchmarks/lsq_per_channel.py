@@ -24,8 +24,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import machine  # noqa: E402
-from triseg.api import (atomic_write_text, batches, load_cifar10, load_lsq_checkpoint,  # noqa: E402
-                        lsq_model_from_checkpoint, to_qat)
+from triseg.api import (atomic_write_text, batches, keep_steps_positive, load_cifar10,  # noqa: E402
+                        load_lsq_checkpoint, lsq_model_from_checkpoint, to_qat)
 
 
 def accuracy(net: torch.nn.Module, split, limit: int) -> float:
@@ -63,6 +63,7 @@ def run(ckpt: dict, data, bits: tuple[int, int], per_channel: bool, steps: int, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            keep_steps_positive(net)
             sched.step()
         row.update(steps=steps, lr=lr, tuned_val_top1=accuracy(net, data.val, limit),
                    tune_s=round(time.perf_counter() - t0, 1))

@@ -27,7 +27,7 @@ from triseg.lsq.integer import ENGINE_OPS, EXPORT_OPS
 from triseg.lsq.models import FLOAT_OPS, ConvBN, Op, build_model
 from triseg.lsq.ops import KINDS, op_table
 from triseg.lsq.qat import QAT_OPS, to_qat
-from triseg.lsq.quantizer import LsqQuantizer, check_bits
+from triseg.lsq.quantizer import MIN_STEP, LsqQuantizer, check_bits, keep_steps_positive
 from triseg.lsq.train import model_from_checkpoint, pick_device
 
 torch.set_num_threads(1)
@@ -649,6 +649,40 @@ def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.Capture
     assert main(["lsq-infer", "--int-model", str(qdir / "int_model.pt"), "--eval-limit", "64",
                  "--json", str(report)]) == 0
     assert json.loads(report.read_text())["integer_top1"] == pytest.approx(r["integer_top1"])
+
+
+def test_a_step_through_zero_is_reflected_without_changing_the_fake_quant_values() -> None:
+    q = LsqQuantizer(4, signed=True, per_sample=False, per_channel=True)
+    w = torch.linspace(-0.3, 0.3, 24).view(3, 8)
+    q(w)
+    s = q.step.detach().flatten().clone()
+    with torch.no_grad():
+        q.step[1], q.step[2] = -s[1], 0.0
+    before = q(w)
+    keep_steps_positive(torch.nn.Sequential(q))
+    assert torch.equal(q.step.detach().flatten(), torch.tensor([s[0], s[1], MIN_STEP]))
+    assert torch.equal(q(w)[:2], before[:2])  # row 1's codes stay inside [-7, 7], where -s and s agree
+
+
+def test_training_keeps_every_step_positive_so_the_model_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """At lr 3 SGD carries a step of this W2A2 tiny_vgg through zero within two epochs (measured: an
+    activation step); without the reflection after each update the export then fails."""
+    import triseg.lsq.train as lsq_train
+
+    common = ["--train-limit", "128", "--eval-limit", "32", "--batch-size", "32", "--log-dir", str(tmp_path / "tb")]
+    assert main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--output-dir", str(tmp_path / "f"),
+                 *common]) == 0
+    qat = ["lsq-qat", "--epochs", "2", "--float-checkpoint", str(tmp_path / "f/checkpoint.pt"), "--w-num-bits", "2",
+           "--a-num-bits", "2", "--per-channel-weights", "--lr", "3", *common]
+    assert main([*qat, "--output-dir", str(tmp_path / "q")]) == 0
+    steps = [v for k, v in torch.load(tmp_path / "q/checkpoint.pt", weights_only=True)["model"].items()
+             if k.endswith("step")]
+    assert all((s >= MIN_STEP).all() for s in steps)
+    monkeypatch.setattr(lsq_train, "keep_steps_positive", lambda model: None)
+    capsys.readouterr()
+    assert main([*qat, "--output-dir", str(tmp_path / "unguarded")]) == 2
+    assert "requantization multiplier -" in capsys.readouterr().err
 
 
 def test_imagenet_folder_uses_the_imagenet_stem(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ from triseg.lsq.infer import run_infer as lsq_infer
 from triseg.lsq.integer import IntegerModel, export_integer
 from triseg.lsq.models import build_model as build_lsq_model
 from triseg.lsq.qat import QuantNet, to_qat
+from triseg.lsq.quantizer import keep_steps_positive
 from triseg.lsq.train import load_checkpoint as load_lsq_checkpoint
 from triseg.lsq.train import model_from_checkpoint as lsq_model_from_checkpoint
 from triseg.lsq.train import train_float as lsq_train
@@ -72,5 +73,5 @@ __all__ = [
     "Candidate", "candidates_from", "select_savings", "teacher_on_validation", "CostCounts", "count", "project",
     "IntegerModel", "LsqInferConfig", "LsqQatConfig", "LsqTrainConfig", "QuantNet", "build_lsq_model",
     "export_integer", "load_lsq_checkpoint", "lsq_infer", "lsq_model_from_checkpoint", "lsq_qat", "lsq_train",
-    "to_qat",
+    "keep_steps_positive", "to_qat",
 ]

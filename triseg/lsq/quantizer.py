@@ -16,6 +16,7 @@ from torch import nn
 from triseg.errors import TrisegError
 
 MIN_BITS, MAX_BITS = 2, 8
+MIN_STEP = 1e-8
 
 
 def bad_bits(bits: object) -> str | None:
@@ -84,9 +85,9 @@ class LsqQuantizer(nn.Module):
         with torch.no_grad():
             if self.per_channel:
                 mean = x.abs().flatten(1).mean(1).view(-1, *[1] * (x.ndim - 1))
-                self.step = nn.Parameter((2 * mean / math.sqrt(self.qp)).clamp_min(1e-8))
+                self.step = nn.Parameter((2 * mean / math.sqrt(self.qp)).clamp_min(MIN_STEP))
             else:
-                self.step.fill_(max(2 * x.abs().mean().item() / math.sqrt(self.qp), 1e-8))
+                self.step.fill_(max(2 * x.abs().mean().item() / math.sqrt(self.qp), MIN_STEP))
             self.initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,3 +102,18 @@ class LsqQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}" + (", per_channel=True" if self.per_channel else "")
+
+
+def keep_steps_positive(model: nn.Module) -> None:
+    """Reflect every LSQ step of ``model`` that an update carried through zero (and keep it at least
+    ``MIN_STEP``); call it after each optimizer update.
+
+    A step is a scale and must stay positive, but SGD can carry it through zero (measured: one output
+    channel's weight step of a W4A4 ResNet-20 ended at -0.0011 after 6 epochs), and a negative step has no
+    integer export. Fake-quant with step -s equals fake-quant with s up to the one code by which the signed
+    range is asymmetric, so the reflection keeps what the network computes, where a floor would not.
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LsqQuantizer):
+                m.step.abs_().clamp_(min=MIN_STEP)

@@ -20,6 +20,7 @@ from triseg.artifacts import atomic_save, resume_from, write_json
 from triseg.errors import TrisegError
 from triseg.lsq.models import build_model
 from triseg.lsq.qat import QuantNet, to_qat
+from triseg.lsq.quantizer import LsqQuantizer, keep_steps_positive
 from triseg.paths import check_output_dir, check_output_file
 from triseg.runlog import resolve_device, tensorboard_writer
 
@@ -251,6 +252,7 @@ def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            keep_steps_positive(model)
             sched.step()
             seen += len(y)
             loss_sum += loss.item() * len(y)
@@ -307,8 +309,6 @@ def init_from_qat(net: QuantNet, ckpt: dict, path: str | Path) -> None:
     same network and BN treatment); a quantizer keeps the checkpoint's step when its width and step shape
     are the same, else it starts afresh (weight steps from the copied weights, activation steps at
     calibration)."""
-    from triseg.lsq.quantizer import LsqQuantizer
-
     made = ckpt["meta"]
     if bool(made.get("keep_bn", False)) != net.meta["keep_bn"]:
         raise TrisegError(f"{path} was trained with --keep-bn {bool(made.get('keep_bn', False))}: pass the same "
