@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces results/lsq/resnet20/*.json (issue 14): ResNet-20 float for 80 epochs, then LSQ QAT W8A8 (3 epochs),
-# W4A4 (6) per tensor and with --per-channel-weights, W2A2 (15) with --per-channel-weights, and W2A2 (15) and W4A4 (6)
-# with --per-channel-weights --residual-bits 8, each compared with the integer engine on the test split.
-# One torch thread; rerun it to resume (every step continues its checkpoint).
+# W4A4 (6) per tensor and with --per-channel-weights, W2A2 (15) with --per-channel-weights, W2A2 (15) and W4A4 (6)
+# with --per-channel-weights --residual-bits 8, and two shorter W2A2 variants: --keep-bn at lr 0.01 (8 epochs)
+# and a start from the W4A4 residual-8 model (--init-checkpoint, 6 epochs); each compared with the integer engine
+# on the test split. One torch thread; rerun it to resume (every step continues its checkpoint).
+# The float model ships as zoo/lsq/resnet_cifar10_float.pt: copy it to $L-float/checkpoint.pt and its
+# results/lsq/resnet20/float-zoo.json to $L-float/metrics.json to skip the 80 float epochs.
 # Usage: TRISEG_DATA_DIR=/path/to/cifar10 bash results/lsq/resnet20/run.sh
 # --amp (bfloat16 autocast) speeds float training about 1.9x on CPUs with native bf16 (AVX512-BF16/AMX); drop it elsewhere.
 set -euo pipefail
@@ -12,18 +15,23 @@ L=runs/lsq/resnet20
 python -m triseg lsq-train --model resnet_cifar10 --epochs 80 --amp --output-dir $L-float --workers 1 --device cpu \
   --resume-or-start
 cp $L-float/metrics.json $R/float.json
-# Each entry: run name, bits (weights = activations), QAT epochs, extra lsq-qat options.
-while read -r name bits epochs extra; do
+# Each entry: run name, bits (weights = activations), QAT epochs, start (float, or the run to continue from),
+# extra lsq-qat options.
+while read -r name bits epochs start extra; do
   out=$L-$name
-  python -m triseg lsq-qat --model resnet_cifar10 --float-checkpoint $L-float/checkpoint.pt --w-num-bits $bits \
-    --a-num-bits $bits --epochs $epochs $extra --output-dir $out --workers 1 --device cpu --resume-or-start </dev/null
+  if [ "$start" = float ]; then from="--float-checkpoint $L-float/checkpoint.pt"
+  else from="--init-checkpoint $L-$start/checkpoint.pt"; fi
+  python -m triseg lsq-qat --model resnet_cifar10 $from --w-num-bits $bits --a-num-bits $bits --epochs $epochs \
+    $extra --output-dir $out --workers 1 --device cpu --resume-or-start </dev/null
   cp $out/metrics.json $R/qat-$(basename $out).json
   python -m triseg lsq-infer --checkpoint $out/checkpoint.pt --workers 1 --json $R/infer-$(basename $out).json </dev/null
 done <<'RUNS'
-w8a8 8 3
-w4a4 4 6
-w4a4-pc 4 6 --per-channel-weights
-w2a2-pc 2 15 --per-channel-weights
-w2a2-pc-r8 2 15 --per-channel-weights --residual-bits 8
-w4a4-pc-r8 4 6 --per-channel-weights --residual-bits 8
+w8a8 8 3 float
+w4a4 4 6 float
+w4a4-pc 4 6 float --per-channel-weights
+w2a2-pc 2 15 float --per-channel-weights
+w2a2-pc-r8 2 15 float --per-channel-weights --residual-bits 8
+w4a4-pc-r8 4 6 float --per-channel-weights --residual-bits 8
+w2a2-pc-r8-bn-e8 2 8 float --per-channel-weights --residual-bits 8 --keep-bn --lr 0.01
+w2a2-pc-r8-from4-e6 2 6 w4a4-pc-r8 --per-channel-weights --residual-bits 8
 RUNS
