@@ -4,8 +4,8 @@
 # with --per-channel-weights --residual-bits 8, and two shorter W2A2 variants: --keep-bn at lr 0.01 (8 epochs)
 # and a start from the W4A4 residual-8 model (--init-checkpoint, 6 epochs); each compared with the integer engine
 # on the test split. One torch thread; rerun it to resume (every step continues its checkpoint).
-# The float model ships as zoo/lsq/resnet_cifar10_float.pt: copy it to $L-float/checkpoint.pt and its
-# results/lsq/resnet20/float-zoo.json to $L-float/metrics.json to skip the 80 float epochs.
+# The float model also ships as zoo/lsq/resnet_cifar10_float.pt, which lsq-qat --float-checkpoint takes directly
+# (it holds no optimizer state, so it cannot stand in for $L-float/checkpoint.pt here); this script retrains it.
 # Usage: TRISEG_DATA_DIR=/path/to/cifar10 bash results/lsq/resnet20/run.sh
 # --amp (bfloat16 autocast) speeds float training about 1.9x on CPUs with native bf16 (AVX512-BF16/AMX); drop it elsewhere.
 set -euo pipefail
