@@ -40,10 +40,11 @@ def accuracy(net: torch.nn.Module, split, limit: int) -> float:
 
 
 def run(ckpt: dict, data, bits: tuple[int, int], per_channel: bool, steps: int, lr: float, limit: int,
-        keep_bn: bool = False, residual_bits: int | None = None) -> dict:
+        keep_bn: bool = False, residual_bits: int | None = None, weight_init: str = "lsq",
+        act_init: str = "lsq") -> dict:
     """One setting (weight bits, activation bits): calibrate, measure, fine-tune ``steps`` batches, measure again."""
     torch.manual_seed(0)
-    net = to_qat(lsq_model_from_checkpoint(ckpt), *bits, 8, per_channel, keep_bn, residual_bits)
+    net = to_qat(lsq_model_from_checkpoint(ckpt), *bits, 8, per_channel, keep_bn, residual_bits, weight_init, act_init)
     train = itertools.chain.from_iterable(
         batches(data.train, 128, shuffle=True, augment_data=True, gen=torch.Generator().manual_seed(e))
         for e in itertools.count())
@@ -52,7 +53,8 @@ def run(ckpt: dict, data, bits: tuple[int, int], per_channel: bool, steps: int, 
         net(next(iter(batches(data.train, 128, shuffle=True, augment_data=True,
                               gen=torch.Generator().manual_seed(0))))[0])
     row = {"w_bits": bits[0], "a_bits": bits[1], "per_channel_weights": per_channel, "keep_bn": keep_bn,
-           "residual_bits": net.meta["residual_bits"], "calibrated_val_top1": accuracy(net, data.val, limit)}
+           "residual_bits": net.meta["residual_bits"], "weight_step_init": weight_init, "act_step_init": act_init,
+           "calibrated_val_top1": accuracy(net, data.val, limit)}
     if steps:
         opt = torch.optim.SGD(net.param_groups(1e-4), lr=lr, momentum=0.9, nesterov=True)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -68,7 +70,7 @@ def run(ckpt: dict, data, bits: tuple[int, int], per_channel: bool, steps: int, 
         row.update(steps=steps, lr=lr, tuned_val_top1=accuracy(net, data.val, limit),
                    tune_s=round(time.perf_counter() - t0, 1))
     print(f"W{bits[0]}A{bits[1]} {'per-channel' if per_channel else 'per-tensor '}"
-          f"{' keep-bn' if keep_bn else ''} residual {row['residual_bits']}: calibrated "
+          f"{' keep-bn' if keep_bn else ''} residual {row['residual_bits']} steps {weight_init}/{act_init}: calibrated "
           f"{row['calibrated_val_top1']:6.2f} %" + (f", after {steps} steps {row['tuned_val_top1']:6.2f} %"
                                                     if steps else ""), flush=True)
     return row
@@ -92,6 +94,9 @@ def main() -> None:
                    help="weight steps per tensor, per output channel, or both (one row each)")
     p.add_argument("--keep-bn", action="store_true", help="lsq-qat --keep-bn for every setting")
     p.add_argument("--residual-bits", type=int, default=None, help="lsq-qat --residual-bits for every setting")
+    p.add_argument("--weight-step-init", default="lsq", help="lsq-qat --weight-step-init: one rule, or a "
+                                                              "comma-separated list (one row each)")
+    p.add_argument("--act-step-init", default="lsq", help="lsq-qat --act-step-init: one rule, or a list")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args()
@@ -100,9 +105,10 @@ def main() -> None:
     data = load_cifar10(args.data_dir)
     print(f"{args.float_checkpoint}: {args.val_images} validation images, {args.threads} thread(s), "
           f"{machine.describe()}")
-    rows = [run(ckpt, data, b, pc, args.steps, args.lr, args.val_images, args.keep_bn, args.residual_bits)
+    rows = [run(ckpt, data, b, pc, args.steps, args.lr, args.val_images, args.keep_bn, args.residual_bits, wi, ai)
             for b in (parse_bits(v) for v in args.bits.split(","))
-            for pc in {"both": (False, True), "tensor": (False,), "channel": (True,)}[args.weight_steps]]
+            for pc in {"both": (False, True), "tensor": (False,), "channel": (True,)}[args.weight_steps]
+            for wi in args.weight_step_init.split(",") for ai in args.act_step_init.split(",")]
     if args.json:
         atomic_write_text(json.dumps({"machine": machine.describe(), "rows": rows}, indent=2) + "\n", args.json)
 

@@ -27,7 +27,7 @@ from triseg.lsq.integer import ENGINE_OPS, EXPORT_OPS
 from triseg.lsq.models import FLOAT_OPS, ConvBN, Op, build_model
 from triseg.lsq.ops import KINDS, op_table
 from triseg.lsq.qat import QAT_OPS, to_qat
-from triseg.lsq.quantizer import MIN_STEP, LsqQuantizer, check_bits, keep_steps_positive
+from triseg.lsq.quantizer import MIN_STEP, LsqQuantizer, check_bits, keep_steps_positive, lsq_init, mse_init
 from triseg.lsq.train import model_from_checkpoint, pick_device
 
 torch.set_num_threads(1)
@@ -79,6 +79,37 @@ def test_per_channel_steps_start_per_channel_and_scale_gradients_by_channel_size
     assert q.step.grad.flatten().tolist() == pytest.approx([6 / math.sqrt(6), 6 / math.sqrt(6), -12 / math.sqrt(6)])
     with pytest.raises(ValueError, match="not both"):
         LsqQuantizer(4, signed=True, per_sample=True, per_channel=True)
+
+
+def _mse(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int) -> float:
+    return (torch.clamp(x / step, qn, qp).round() * step - x).square().mean().item()
+
+
+@pytest.mark.parametrize("bits, signed", [(2, False), (4, False), (2, True), (8, True)])
+def test_mse_init_finds_the_step_of_least_error(bits: int, signed: bool) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4096)
+    x = x if signed else x.relu()
+    q = LsqQuantizer(bits, signed=signed, per_sample=True, init="mse")
+    q.init_step(x)
+    base = lsq_init(x, q.qn, q.qp, False).item()
+    dense = min(_mse(x, torch.tensor(base * m), q.qn, q.qp) for m in torch.linspace(0.05, 2.0, 400).tolist())
+    assert _mse(x, q.step.detach(), q.qn, q.qp) <= 1.02 * dense
+    assert q.step.item() != pytest.approx(base, rel=0.02)  # the paper's rule is not the least-error step here
+    assert _mse(x, q.step.detach(), q.qn, q.qp) < _mse(x, torch.tensor(base), q.qn, q.qp)
+
+
+def test_mse_init_per_channel_scales_with_each_channel() -> None:
+    torch.manual_seed(0)
+    pattern = torch.randn(1, 8, 3, 3)
+    w = torch.cat([pattern * v for v in (0.01, 1.0, 30.0)])
+    step = mse_init(w, -2, 1, per_channel=True)
+    assert step.shape == (3, 1, 1, 1)
+    ratios = (step.flatten() / torch.tensor([0.01, 1.0, 30.0])).tolist()
+    assert ratios == pytest.approx([ratios[1]] * 3, rel=1e-4)
+    assert step[1].item() == pytest.approx(mse_init(pattern, -2, 1, per_channel=False).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown step initialisation"):
+        LsqQuantizer(4, signed=True, per_sample=False, init="max")
 
 
 @pytest.mark.parametrize("bits", [0, 1, 9, 16])
@@ -363,11 +394,11 @@ def _float_model(name: str, negative: bool = False) -> torch.nn.Module:
 
 
 def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None = None, per_channel: bool = False,
-               keep_bn: bool = False, residual_bits: int | None = None):
+               keep_bn: bool = False, residual_bits: int | None = None, step_init: str = "lsq"):
     """A QAT net of :func:`_float_model` (negative BN scales when BN is kept: their sign moves into the
-    codes), steps calibrated on ``calib`` (default: noise)."""
+    codes), steps started by ``step_init`` and calibrated on ``calib`` (default: noise)."""
     q = to_qat(_float_model(name, negative=keep_bn), w_bits, a_bits, per_channel_weights=per_channel, keep_bn=keep_bn,
-               residual_bits=residual_bits)
+               residual_bits=residual_bits, weight_step_init=step_init, act_step_init=step_init)
     q.train()
     with torch.no_grad():
         q(torch.randn(16, 3, 32, 32) if calib is None else calib)
@@ -375,14 +406,15 @@ def _qat_model(name: str, w_bits: int, a_bits: int, calib: torch.Tensor | None =
 
 
 @pytest.mark.parametrize("name", ["resnet_cifar10", "tiny_vgg"])
-@pytest.mark.parametrize("bits, per_channel, keep_bn, residual", [
-    ((8, 8), False, False, None), ((4, 4), False, False, None), ((2, 2), False, False, None),
-    ((3, 5), False, False, None), ((8, 8), True, False, None), ((2, 2), True, False, None),
-    ((8, 8), False, True, None), ((2, 2), False, True, None), ((4, 4), True, True, None), ((2, 2), True, True, 8),
-    ((4, 3), False, False, 6)])
+@pytest.mark.parametrize("bits, per_channel, keep_bn, residual, init", [
+    ((8, 8), False, False, None, "lsq"), ((4, 4), False, False, None, "lsq"), ((2, 2), False, False, None, "lsq"),
+    ((3, 5), False, False, None, "lsq"), ((8, 8), True, False, None, "lsq"), ((2, 2), True, False, None, "lsq"),
+    ((8, 8), False, True, None, "lsq"), ((2, 2), False, True, None, "lsq"), ((4, 4), True, True, None, "lsq"),
+    ((2, 2), True, True, 8, "lsq"), ((4, 3), False, False, 6, "lsq"), ((2, 2), True, False, 8, "mse"),
+    ((4, 4), True, True, None, "mse")])
 def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int], per_channel: bool, keep_bn: bool,
-                                        residual: int | None) -> None:
-    q = _qat_model(name, *bits, per_channel=per_channel, keep_bn=keep_bn, residual_bits=residual)
+                                        residual: int | None, init: str) -> None:
+    q = _qat_model(name, *bits, per_channel=per_channel, keep_bn=keep_bn, residual_bits=residual, step_init=init)
     blob = export_integer(q, (3, 32, 32))
     convs = [op for op in blob["ops"] if op["kind"] == "conv" and op["out"] is not None]
     # a kept BN folds into one multiplier per output channel, whatever the weight steps
@@ -410,6 +442,22 @@ def test_integer_codes_equal_fake_quant(name: str, bits: tuple[int, int], per_ch
     fq_logits = env[q.ops[-1].name][0]
     assert (fq_logits.argmax(1) == logits.argmax(1)).float().mean() >= 0.875
     torch.testing.assert_close(logits.double() * engine.logit_scale, fq_logits.double(), rtol=1e-3, atol=1e-3)
+
+
+def test_step_init_rules_reach_every_quantizer_and_the_checkpoint() -> None:
+    torch.manual_seed(0)
+    calib = torch.randn(16, 3, 32, 32)
+    lsq, mse = (_qat_model("resnet_cifar10", 2, 2, calib, per_channel=True, residual_bits=8, step_init=init)
+                for init in ("lsq", "mse"))
+    assert (mse.meta["weight_step_init"], mse.meta["act_step_init"]) == ("mse", "mse")
+    quantizers = [n for n, m in mse.named_modules() if isinstance(m, LsqQuantizer)]
+    assert len(quantizers) > 20 and all(mse.get_submodule(n).init == "mse" for n in quantizers)
+    differ = [n for n in quantizers if not torch.equal(lsq.get_submodule(n).step, mse.get_submodule(n).step)]
+    assert len(differ) >= len(quantizers) - 2, sorted(set(quantizers) - set(differ))
+    again = model_from_checkpoint({"kind": "qat", "meta": mse.meta, "model": mse.state_dict()}).eval()
+    assert again.meta["act_step_init"] == "mse"
+    with torch.no_grad():
+        assert torch.equal(again(calib[:2]), mse(calib[:2]))
 
 
 def test_per_channel_qat_checkpoint_rebuilds_and_its_steps_differ_by_channel() -> None:
@@ -619,7 +667,10 @@ def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.Capture
     assert f"{float_ckpt} holds tiny_vgg, not --model resnet18" in capsys.readouterr().err
     assert not qdir.exists() and not (tmp_path / "tb" / "qat").exists()
     assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(qdir), "--float-checkpoint", float_ckpt,
-                 "--w-num-bits", "2", "--a-num-bits", "3", *common]) == 0  # --model: the checkpoint's
+                 "--w-num-bits", "2", "--a-num-bits", "3", "--act-step-init", "mse",
+                 *common]) == 0  # --model: the checkpoint's
+    meta = torch.load(qdir / "checkpoint.pt", weights_only=True)["meta"]
+    assert (meta["weight_step_init"], meta["act_step_init"]) == ("lsq", "mse")
     assert (qdir / "int_model.pt").is_file() and any((tmp_path / "tb" / "qat").iterdir())
     init_dir = tmp_path / "qat-init"
     assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(init_dir), "--float-checkpoint", float_ckpt,
@@ -631,6 +682,9 @@ def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.Capture
     assert main(["lsq-qat", "--epochs", "1", "--output-dir", str(init_dir), "--init-checkpoint",
                  str(qdir / "checkpoint.pt"), "--w-num-bits", "2", "--a-num-bits", "2", *common]) == 0
     assert (init_dir / "int_model.pt").is_file()
+    assert main(["lsq-qat", "--epochs", "2", "--output-dir", str(init_dir), "--resume", "--w-num-bits", "2",
+                 "--a-num-bits", "2", "--act-step-init", "mse", *common]) == 2
+    assert "was made with --act-step-init lsq, not mse" in capsys.readouterr().err
     assert main(["lsq-qat", "--epochs", "2", "--output-dir", str(init_dir), "--resume", "--w-num-bits", "2",
                  "--a-num-bits", "2", *common]) == 0  # the start model is not needed to resume
     bn_dir = tmp_path / "qat-bn"

@@ -391,6 +391,13 @@ def _lsq_model_names() -> list[str]:
     return list(MODELS)
 
 
+def _step_inits() -> list[str]:
+    """The LSQ step initialisation rules."""
+    from triseg.lsq.quantizer import STEP_INITS
+
+    return list(STEP_INITS)
+
+
 def _lsq_bits(v: object) -> str | None:
     """A bit width the LSQ quantizer supports (2-8)."""
     from triseg.lsq.quantizer import bad_bits
@@ -485,6 +492,10 @@ class LsqQatConfig(LsqTrainingOptions):
                                               "keeps one): folded BN gives channels very different ranges")
     residual_bits: int | None = option(None, "bits of the residual adds' outputs (default --a-num-bits); when wider, "
                                              "every conv re-quantizes its input to --a-num-bits", check=_lsq_bits)
+    weight_step_init: str = option("lsq", "how weight steps start: lsq = 2 mean|w| / sqrt(Qp) (the paper's), mse = the "
+                                          "step of least quantization error", choices=_step_inits)
+    act_step_init: str = option("lsq", "how activation steps start on the calibration batch (same rules)",
+                                choices=_step_inits)
     keep_bn: bool = option(False, "train every conv with its BatchNorm (batch statistics, as the LSQ paper does) and "
                                   "fold BN into per-channel multipliers and the int32 bias only at export")
     lr: float = option(0.001, "peak learning rate (with BN folded the QAT net has no normalisation and diverges "

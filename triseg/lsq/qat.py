@@ -67,7 +67,7 @@ class QuantLayer(nn.Module):
 
     def __init__(self, kind: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
                  stride: int = 1, padding: int = 0, per_channel: bool = False,
-                 bn: nn.BatchNorm2d | None = None) -> None:
+                 bn: nn.BatchNorm2d | None = None, step_init: str = "lsq") -> None:
         super().__init__()
         if (bias is None) == (bn is None):
             raise ValueError("a layer has either a bias (BN folded) or a BatchNorm, not both or neither")
@@ -75,7 +75,7 @@ class QuantLayer(nn.Module):
         self.weight = nn.Parameter(weight)
         self.bias = None if bias is None else nn.Parameter(bias)
         self.bn = bn
-        self.wq = LsqQuantizer(bits, signed=True, per_sample=False, per_channel=per_channel)
+        self.wq = LsqQuantizer(bits, signed=True, per_sample=False, per_channel=per_channel, init=step_init)
         self.wq.init_step(weight)
         self.in_q: LsqQuantizer | None = None  # set by to_qat when the input arrives wider than --a-num-bits
 
@@ -204,12 +204,14 @@ def _code_source(by_name: dict[str, Op], name: str) -> str:
 
 
 def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
-           per_channel_weights: bool = False, keep_bn: bool = False, residual_bits: int | None = None) -> QuantNet:
+           per_channel_weights: bool = False, keep_bn: bool = False, residual_bits: int | None = None,
+           weight_step_init: str = "lsq", act_step_init: str = "lsq") -> QuantNet:
     """Fold BN and wrap every layer with LSQ quantizers (see the module docstring for the policy);
     ``per_channel_weights`` gives every conv one weight step per output channel; ``keep_bn`` trains
     each conv with its BatchNorm and folds it only for inference (:class:`QuantLayer`);
     ``residual_bits`` (default ``a_bits``) is the width of the residual adds' outputs, and a conv that
-    reads a wider tensor re-quantizes it to ``a_bits`` first."""
+    reads a wider tensor re-quantizes it to ``a_bits`` first; ``weight_step_init`` and ``act_step_init``
+    are the rules (:data:`~triseg.lsq.quantizer.STEP_INITS`) that start the weight and activation steps."""
     residual_bits = a_bits if residual_bits is None else residual_bits
     for bits, option in ((w_bits, "--w-num-bits"), (a_bits, "--a-num-bits"), (first_last_bits, "--first-last-bits"),
                          (residual_bits, "--residual-bits")):
@@ -231,20 +233,22 @@ def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
                 (weight, bias), bn = mod.folded(), None
             bits = first_last_bits if op.inputs[0] == "input" else w_bits
             layers[op.name] = QuantLayer("conv", weight, bias, bits, mod.conv.stride[0], mod.conv.padding[0],
-                                         per_channel_weights, bn)
+                                         per_channel_weights, bn, weight_step_init)
             src = acts.get(_code_source(by_name, op.inputs[0]))
             if src is not None and src.bits > a_bits:
-                layers[op.name].in_q = LsqQuantizer(a_bits, signed=src.signed, per_sample=True)
+                layers[op.name].in_q = LsqQuantizer(a_bits, signed=src.signed, per_sample=True, init=act_step_init)
         elif op.kind == "linear":
             mod = net.layers[op.name]
             layers[op.name] = QuantLayer("linear", mod.weight.detach().clone(), mod.bias.detach().clone(),
-                                         first_last_bits)
+                                         first_last_bits, step_init=weight_step_init)
         users = consumers.get(op.name, [])
         if op.kind in ("conv", "add") and users and not all(u.kind == "add" for u in users):
             bits = first_last_bits if op.name == feeder else residual_bits if op.kind == "add" else a_bits
-            acts[op.name] = LsqQuantizer(bits, signed=not op.relu, per_sample=True)
+            acts[op.name] = LsqQuantizer(bits, signed=not op.relu, per_sample=True, init=act_step_init)
     meta = {"model": net.arch, "small_input": net.small_input,
             "num_classes": int(layers[net.ops[-1].name].weight.shape[0]),
             "w_bits": w_bits, "a_bits": a_bits, "first_last_bits": first_last_bits,
-            "per_channel_weights": per_channel_weights, "keep_bn": keep_bn, "residual_bits": residual_bits}
-    return QuantNet(net.ops, layers, acts, LsqQuantizer(first_last_bits, signed=True, per_sample=True), meta)
+            "per_channel_weights": per_channel_weights, "keep_bn": keep_bn, "residual_bits": residual_bits,
+            "weight_step_init": weight_step_init, "act_step_init": act_step_init}
+    input_q = LsqQuantizer(first_last_bits, signed=True, per_sample=True, init=act_step_init)
+    return QuantNet(net.ops, layers, acts, input_q, meta)

@@ -3,7 +3,8 @@
 ``x_hat = round(clamp(x / s, Qn, Qp)) * s`` with a straight-through round and the step ``s`` learned
 with its gradient scaled by ``g = 1 / sqrt(N * Qp)`` (N = the weights sharing the step: all of the
 tensor's, or one output channel's with a per-channel step; features per sample for activations).
-Steps start at ``2 * mean|x| / sqrt(Qp)`` over the values sharing them. Symmetric, no zero point.
+Steps start at ``2 * mean|x| / sqrt(Qp)`` over the values sharing them (the paper's rule, ``"lsq"``), or at
+the step of least quantization error (``"mse"``). Symmetric, no zero point.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from triseg.errors import TrisegError
 
 MIN_BITS, MAX_BITS = 2, 8
 MIN_STEP = 1e-8
+MSE_GRID = torch.logspace(math.log10(0.05), math.log10(2.0), 48)  # multiples of the "lsq" step tried by "mse"
 
 
 def bad_bits(bits: object) -> str | None:
@@ -67,27 +69,57 @@ def lsq(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, g: float) -> torc
     return round_ste(torch.clamp(x / s, qn, qp)) * s
 
 
+def _fake_quant(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
+    return torch.clamp(x / step, qn, qp).round() * step
+
+
+def lsq_init(x: torch.Tensor, qn: int, qp: int, per_channel: bool) -> torch.Tensor:
+    """The LSQ paper's step ``2 * mean|x| / sqrt(Qp)``: a scalar, or ``(C, 1, ...)`` per channel."""
+    if per_channel:
+        return 2 * x.abs().flatten(1).mean(1).view(-1, *[1] * (x.ndim - 1)) / math.sqrt(qp)
+    return torch.tensor(2 * x.abs().mean().item() / math.sqrt(qp), dtype=torch.float64)
+
+
+def mse_init(x: torch.Tensor, qn: int, qp: int, per_channel: bool) -> torch.Tensor:
+    """The step of least mean squared quantization error among :data:`MSE_GRID` multiples of :func:`lsq_init`
+    (per channel when ``per_channel``). At 2-4 bits the paper's rule clips activations far too little:
+    calibrated W4A4 ResNet-20 starts at 59 % with it and 77 % with this (docs/lsq.md)."""
+    base = lsq_init(x, qn, qp, per_channel).clamp_min(MIN_STEP)
+    dims = tuple(range(1, x.ndim)) if per_channel else tuple(range(x.ndim))
+    errors = torch.stack([(_fake_quant(x, base * m, qn, qp) - x).square().mean(dims) for m in MSE_GRID.tolist()])
+    best = MSE_GRID[errors.argmin(0)]
+    return base * (best.view_as(base) if per_channel else best.item())
+
+
+STEP_INITS = {"lsq": lsq_init, "mse": mse_init}
+
+
 class LsqQuantizer(nn.Module):
     """An LSQ quantizer with one step, or one per output channel (dim 0: weights only); the step
-    initialises itself on the first tensor it sees."""
+    initialises itself on the first tensor it sees, by the rule ``init`` (a :data:`STEP_INITS` key)."""
 
-    def __init__(self, bits: int, signed: bool, per_sample: bool, per_channel: bool = False) -> None:
+    def __init__(self, bits: int, signed: bool, per_sample: bool, per_channel: bool = False,
+                 init: str = "lsq") -> None:
         super().__init__()
         if per_sample and per_channel:
             raise ValueError("a quantizer is per sample (activations) or per channel (weights), not both")
+        if init not in STEP_INITS:
+            raise ValueError(f"unknown step initialisation {init!r}")
         self.bits, self.signed, self.per_sample, self.per_channel = bits, signed, per_sample, per_channel
+        self.init = init
         self.qn, self.qp = qrange(bits, signed)
         self.step = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("initialized", torch.tensor(False))
 
     def init_step(self, x: torch.Tensor) -> None:
-        """Step = 2 * mean|x| / sqrt(Qp), per output channel (shape ``(C, 1, ...)``) when per channel."""
+        """The step from ``x`` by this quantizer's rule, per output channel (shape ``(C, 1, ...)``) when per
+        channel."""
         with torch.no_grad():
+            step = STEP_INITS[self.init](x.detach().float(), self.qn, self.qp, self.per_channel).clamp_min(MIN_STEP)
             if self.per_channel:
-                mean = x.abs().flatten(1).mean(1).view(-1, *[1] * (x.ndim - 1))
-                self.step = nn.Parameter((2 * mean / math.sqrt(self.qp)).clamp_min(MIN_STEP))
+                self.step = nn.Parameter(step)
             else:
-                self.step.fill_(max(2 * x.abs().mean().item() / math.sqrt(self.qp), MIN_STEP))
+                self.step.fill_(step.item())
             self.initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

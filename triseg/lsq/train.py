@@ -161,7 +161,8 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
         if ckpt["kind"] == "qat":
             net = to_qat(net, meta["w_bits"], meta["a_bits"], meta["first_last_bits"],
                          bool(meta.get("per_channel_weights", False)), bool(meta.get("keep_bn", False)),
-                         meta.get("residual_bits"))
+                         meta.get("residual_bits"), meta.get("weight_step_init", "lsq"),
+                         meta.get("act_step_init", "lsq"))
         net.load_state_dict(ckpt["model"])
     except TrisegError:
         raise
@@ -378,7 +379,7 @@ def train_qat(cfg: LsqQatConfig) -> dict:
         base = model_from_checkpoint(ckpt) if cfg.float_checkpoint else build_model(m["model"], m["num_classes"],
                                                                                      m["small_input"])
         net = to_qat(base, cfg.w_num_bits, cfg.a_num_bits, cfg.first_last_bits, cfg.per_channel_weights, cfg.keep_bn,
-                     cfg.residual_bits)
+                     cfg.residual_bits, cfg.weight_step_init, cfg.act_step_init)
         if cfg.init_checkpoint:
             init_from_qat(net, ckpt, start)
         calibrate(net, source)
