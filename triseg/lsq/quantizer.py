@@ -69,8 +69,9 @@ def lsq(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, g: float) -> torc
     return round_ste(torch.clamp(x / s, qn, qp)) * s
 
 
-def _fake_quant(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
-    return torch.clamp(x / step, qn, qp).round() * step
+def _codes(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
+    """The integer codes (as floats) of ``x`` at ``step``: the forward pass of :func:`lsq` before the scaling."""
+    return torch.clamp(x / step, qn, qp).round()
 
 
 def lsq_init(x: torch.Tensor, qn: int, qp: int, per_channel: bool) -> torch.Tensor:
@@ -87,7 +88,8 @@ def mse_init(x: torch.Tensor, qn: int, qp: int, per_channel: bool) -> torch.Tens
     for about half of ResNet-20's activation quantizers (their least-error step is 2x the paper's or more)."""
     base = lsq_init(x, qn, qp, per_channel).clamp_min(MIN_STEP)
     dims = tuple(range(1, x.ndim)) if per_channel else tuple(range(x.ndim))
-    errors = torch.stack([(_fake_quant(x, base * m, qn, qp) - x).square().mean(dims) for m in MSE_GRID.tolist()])
+    steps = [base * m for m in MSE_GRID.tolist()]
+    errors = torch.stack([(_codes(x, s, qn, qp) * s - x).square().mean(dims) for s in steps])
     best = MSE_GRID[errors.argmin(0)]
     return base * (best.view_as(base) if per_channel else best.item())
 
@@ -131,7 +133,7 @@ class LsqQuantizer(nn.Module):
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The integer codes of ``x`` (as floats), exactly as :meth:`forward` rounds them."""
-        return torch.clamp(x / self.step, self.qn, self.qp).round()
+        return _codes(x, self.step, self.qn, self.qp)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}" + (", per_channel=True" if self.per_channel else "")
