@@ -26,7 +26,7 @@ from triseg.lsq.integer import (IntegerModel, add_requantize, export_integer, ie
 from triseg.lsq.integer import ENGINE_OPS, EXPORT_OPS
 from triseg.lsq.models import FLOAT_OPS, ConvBN, Op, build_model
 from triseg.lsq.ops import KINDS, op_table
-from triseg.lsq.qat import QAT_OPS, to_qat
+from triseg.lsq.qat import QAT_OPS, QuantLayer, to_qat
 from triseg.lsq.quantizer import MIN_STEP, LsqQuantizer, check_bits, keep_steps_positive, lsq_init, mse_init
 from triseg.lsq.train import model_from_checkpoint, pick_device
 
@@ -85,18 +85,21 @@ def _mse(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int) -> float:
     return (torch.clamp(x / step, qn, qp).round() * step - x).square().mean().item()
 
 
-@pytest.mark.parametrize("bits, signed", [(2, False), (4, False), (2, True), (8, True)])
-def test_mse_init_finds_the_step_of_least_error(bits: int, signed: bool) -> None:
+@pytest.mark.parametrize("bits, signed, density", [(2, False, 1.0), (4, False, 1.0), (2, True, 1.0), (8, True, 1.0),
+                                                  (2, False, 0.03), (4, False, 0.1)])
+def test_mse_init_finds_the_step_of_least_error(bits: int, signed: bool, density: float) -> None:
     torch.manual_seed(0)
-    x = torch.randn(4096)
+    x = torch.randn(4096) * (torch.rand(4096) < density)  # density < 1: sparse, as activations after a ReLU
     x = x if signed else x.relu()
     q = LsqQuantizer(bits, signed=signed, per_sample=True, init="mse")
     q.init_step(x)
     base = lsq_init(x, q.qn, q.qp, False).item()
-    dense = min(_mse(x, torch.tensor(base * m), q.qn, q.qp) for m in torch.linspace(0.05, 2.0, 400).tolist())
+    dense = min(_mse(x, torch.tensor(base * m), q.qn, q.qp) for m in torch.logspace(-2, 2.5, 2000).tolist())
     assert _mse(x, q.step.detach(), q.qn, q.qp) <= 1.02 * dense
     assert q.step.item() != pytest.approx(base, rel=0.02)  # the paper's rule is not the least-error step here
     assert _mse(x, q.step.detach(), q.qn, q.qp) < _mse(x, torch.tensor(base), q.qn, q.qp)
+    if density < 1:  # sparse values: the least-error step is many times the paper's (more than the old 2x cap)
+        assert q.step.item() > 5 * base
 
 
 def test_mse_init_per_channel_scales_with_each_channel() -> None:
@@ -557,6 +560,32 @@ def test_kept_bn_trains_on_batch_statistics_and_folds_for_inference() -> None:
     again = model_from_checkpoint({"kind": "qat", "meta": kept.meta, "model": kept.state_dict()}).eval()
     with torch.no_grad():
         assert torch.equal(again(x), kept.eval()(x))
+
+
+@pytest.mark.parametrize("bits", [8, 2])
+def test_a_flipped_lowest_weight_code_stays_in_the_exported_range(bits: int) -> None:
+    """A negative BN scale flips a weight code Qn to -Qn = Qp + 1, which int8 would wrap to Qn: the
+    inference codes (fake-quant in eval mode and the export alike) hold it at Qp."""
+    qn, qp = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    bn = torch.nn.BatchNorm2d(2).eval()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([-1.0, 1.0]))
+    layer = QuantLayer("conv", torch.tensor([[1.0, -1.0], [1.0, -1.0]]).view(2, 1, 1, 2), None, bits,
+                       per_channel=True, bn=bn).eval()
+    with torch.no_grad():
+        layer.wq.step.fill_(1.0 / -qn)  # the negative weights land on code Qn exactly
+    codes, _, _ = layer.integer_view()
+    assert codes.flatten().tolist() == [-qp, qp, qp, qn]
+    q = to_qat(_float_model("tiny_vgg", negative=True), bits, bits, per_channel_weights=True, keep_bn=True).eval()
+    with torch.no_grad():
+        for m in q.layers.values():
+            m.wq.step.mul_(0.02)  # clip hard: many weights at Qn, flipped in the negative-BN channels
+        q(torch.randn(4, 3, 32, 32))
+    blob = export_integer(q, (3, 32, 32))
+    for op in blob["ops"]:
+        if op["kind"] == "conv":
+            view = q.layers[op["name"]].integer_view()[0]
+            assert (view == qn).any() and torch.equal(op["weight"].long(), view.long()), op["name"]
 
 
 def test_compare_measures_the_engine_against_float32_and_float64_fake_quant() -> None:
