@@ -563,9 +563,9 @@ def test_kept_bn_trains_on_batch_statistics_and_folds_for_inference() -> None:
 
 
 @pytest.mark.parametrize("bits", [8, 2])
-def test_a_flipped_lowest_weight_code_stays_in_the_exported_range(bits: int) -> None:
-    """A negative BN scale flips a weight code Qn to -Qn = Qp + 1, which int8 would wrap to Qn: the
-    inference codes (fake-quant in eval mode and the export alike) hold it at Qp."""
+def test_a_flipped_lowest_weight_code_is_exported_exactly(bits: int) -> None:
+    """A negative BN scale flips a weight code Qn to -Qn = Qp + 1 (128 at 8 bits, which int8 would wrap to
+    -128): the inference codes keep it, and the export stores it exactly (int16 where int8 cannot)."""
     qn, qp = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     bn = torch.nn.BatchNorm2d(2).eval()
     with torch.no_grad():
@@ -575,17 +575,26 @@ def test_a_flipped_lowest_weight_code_stays_in_the_exported_range(bits: int) -> 
     with torch.no_grad():
         layer.wq.step.fill_(1.0 / -qn)  # the negative weights land on code Qn exactly
     codes, _, _ = layer.integer_view()
-    assert codes.flatten().tolist() == [-qp, qp, qp, qn]
+    assert codes.flatten().tolist() == [-qp, -qn, qp, qn]
     q = to_qat(_float_model("tiny_vgg", negative=True), bits, bits, per_channel_weights=True, keep_bn=True).eval()
     with torch.no_grad():
         for m in q.layers.values():
             m.wq.step.mul_(0.02)  # clip hard: many weights at Qn, flipped in the negative-BN channels
         q(torch.randn(4, 3, 32, 32))
     blob = export_integer(q, (3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    record: dict[str, torch.Tensor] = {}
+    IntegerModel(blob).run(x, record)
+    with torch.no_grad():
+        env = q.trace(x)
     for op in blob["ops"]:
         if op["kind"] == "conv":
             view = q.layers[op["name"]].integer_view()[0]
-            assert (view == qn).any() and torch.equal(op["weight"].long(), view.long()), op["name"]
+            assert (view == -qn).any() and torch.equal(op["weight"].long(), view.long()), op["name"]
+            assert op["weight"].dtype == (torch.int16 if view.max() == 128 else torch.int8)  # 8-bit first conv too
+    for layer_name in q.acts:
+        diff = (env[layer_name][0] / env[layer_name][1]).round().long() - record[layer_name]
+        assert diff.abs().max() <= 1 and (diff == 0).float().mean() >= 0.999, layer_name
 
 
 def test_compare_measures_the_engine_against_float32_and_float64_fake_quant() -> None:

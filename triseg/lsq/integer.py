@@ -3,7 +3,7 @@
 The engine (:class:`IntegerModel`) needs only torch and the exported file. After the input is
 quantized (one float division and rounding), every tensor is an integer tensor:
 
-* conv / linear: int8 weight codes, activation codes, int32 bias at scale ``s_in * s_w``; the
+* conv / linear: int8 weight codes (int16 where a kept BN's sign flip gives 128), activation codes, int32 bias at scale ``s_in * s_w``; the
   multiply-accumulate is int32 arithmetic. CPU torch has no integer conv2d, so the MAC kernel runs
   as a floating-point conv on the exact integer values and is cast straight back to int64. Export
   bounds every layer's accumulator (``K * max|x| * max|w| + max|b|``, asserted below 2**31); below
@@ -286,7 +286,9 @@ def _export_layer(ex: _Export, op: Op, entry: dict) -> ExportResult:
     limit = w[0].numel() * in_bound * int(w.abs().max()) + int(b.abs().max())
     if limit >= INT32_LIMIT:
         raise TrisegError(f"layer {op.name}: the accumulator may reach {limit}, beyond int32")
-    entry.update(weight=w.to(torch.int8), bias=b.to(torch.int32), stride=layer.stride, padding=layer.padding,
+    # int8, or int16 for an 8-bit layer whose negative BN scale flipped a code -128 to 128 (QuantLayer.integer_view)
+    wtype = torch.int8 if -128 <= int(w.min()) and int(w.max()) <= 127 else torch.int16
+    entry.update(weight=w.to(wtype), bias=b.to(torch.int32), stride=layer.stride, padding=layer.padding,
                  mac_bound=limit)
     return limit, [acc_scale]
 

@@ -90,15 +90,15 @@ class QuantLayer(nn.Module):
 
     def integer_view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weight codes, positive weight step, real bias) of the inference layer; with BN the step is one
-        per output channel and the sign of BN's scale moves into the codes (a flipped ``Qn`` becomes ``Qp``,
-        one code less than ``-Qn``, so that the codes stay in the signed range the export stores)."""
+        per output channel and the sign of BN's scale moves into the codes (a flipped channel's codes run
+        from ``-Qp`` to ``-Qn = Qp + 1``: still ``2**bits`` values, mirrored)."""
         codes = self.wq.codes(self.weight)
         if self.bn is None:
             assert self.bias is not None
             return codes, self.wq.step, self.bias
         step = self._folded_step()
         bias = self.bn.bias - self.bn.running_mean * self._bn_scale().flatten()
-        return (codes * torch.sign(step)).clamp(self.wq.qn, self.wq.qp), step.abs(), bias
+        return codes * torch.sign(step), step.abs(), bias
 
     def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         return F.conv2d(x, w, b, self.stride, self.padding) if self.kind == "conv" else F.linear(x, w, b)
