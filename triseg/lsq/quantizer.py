@@ -106,8 +106,8 @@ def mse_init(x: torch.Tensor, qn: int, qp: int, per_channel: bool) -> torch.Tens
     def least_error(multiples: list[torch.Tensor]) -> torch.Tensor:
         """Of the candidate multiples (scalars, or one per channel), the one of least error."""
         cands = torch.stack([m.expand(no_clip.shape) for m in multiples])
-        errors = torch.stack([(_codes(x, base * m, qn, qp) * (base * m) - x).square().mean(dims)
-                              for m in (c.view_as(base) if per_channel else c for c in cands)])
+        steps = (base * (c.view_as(base) if per_channel else c) for c in cands)
+        errors = torch.stack([(_codes(x, step, qn, qp) * step - x).square().mean(dims) for step in steps])
         return cands.gather(0, errors.argmin(0, keepdim=True)).squeeze(0)
 
     coarse = least_error(list(mse_grid((no_clip / base.reshape(no_clip.shape)).max().item())))
