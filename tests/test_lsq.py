@@ -28,9 +28,10 @@ from triseg.lsq.models import FLOAT_OPS, ConvBN, Op, build_model
 from triseg.lsq.ops import KINDS, op_table
 from triseg.lsq.qat import QAT_OPS, QuantLayer, to_qat
 from triseg.lsq.quantizer import MIN_STEP, LsqQuantizer, check_bits, keep_steps_positive, lsq_init, mse_init
-from triseg.lsq.train import model_from_checkpoint, pick_device
+from triseg.lsq.train import Distillation, model_from_checkpoint, pick_device
 
 torch.set_num_threads(1)
+ZOO_FLOAT = Path(__file__).resolve().parents[1] / "zoo/lsq/resnet_cifar10_float.pt"
 
 
 def test_step_gradient_matches_hand_computation() -> None:
@@ -150,6 +151,10 @@ TRAIN = ["--epochs", "1", "--output-dir", "run"]
     (["lsq-qat", *TRAIN, "--cuda", "-1", "--device", "cuda"], "--cuda -1 (the CPU) conflicts with --device cuda"),
     (["lsq-train", *TRAIN, "--model", "vgg16"], "--model 'vgg16' is unknown; choose one of resnet_cifar10"),
     (["lsq-train", *TRAIN, "--log-dir", ""], "--log-dir is required"),
+    (["lsq-qat", *TRAIN, "--kd-T", "0"], "--kd-T must be in (0, 1000], got 0"),
+    (["lsq-qat", *TRAIN, "--kd-weight", "1.5"], "--kd-weight must be in [0, 1], got 1.5"),
+    (["lsq-qat", *TRAIN, "--kd-weight", "0.7"], "--kd-T and --kd-weight need --teacher"),
+    (["lsq-qat", *TRAIN, "--teacher", "missing.pt"], "missing.pt"),
     (["lsq-infer", "--json", "r.json"], "lsq-infer needs exactly one of --checkpoint (QAT) and --int-model"),
     (["lsq-infer", "--int-model", "m.pt", "--checkpoint", "c.pt"], "lsq-infer needs exactly one of"),
     (["lsq-infer", "--int-model", "m.pt", "--export", "e.pt"], "--export needs --checkpoint"),
@@ -741,6 +746,47 @@ def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.Capture
     assert main(["lsq-infer", "--int-model", str(qdir / "int_model.pt"), "--eval-limit", "64",
                  "--json", str(report)]) == 0
     assert json.loads(report.read_text())["integer_top1"] == pytest.approx(r["integer_top1"])
+
+
+def test_distillation_mixes_cross_entropy_and_kd_and_leaves_the_teacher_untouched() -> None:
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(6, 4)
+    x, y = torch.randn(8, 6), torch.randint(0, 4, (8,))
+    logits = torch.randn(8, 4, requires_grad=True)
+    t = teacher(x).detach()
+    for weight, T in ((0.0, 1.0), (1.0, 3.0), (0.3, 2.0)):
+        got = Distillation(teacher, T, weight).loss(logits, x, y)
+        p_t = F.softmax(t / T, 1)
+        kl = (p_t * (p_t.log() - F.log_softmax(logits / T, 1))).sum(1).mean() * T * T
+        assert got.item() == pytest.approx(((1 - weight) * F.cross_entropy(logits, y) + weight * kl).item(), rel=1e-5)
+    got.backward()
+    assert logits.grad is not None and teacher.weight.grad is None
+
+
+def test_lsq_qat_distils_from_a_float_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--train-limit", "128", "--eval-limit", "32", "--batch-size", "32", "--log-dir", str(tmp_path / "tb"),
+              "--workers", "1"]
+    assert main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--output-dir", str(tmp_path / "f"),
+                 *common]) == 0
+    float_ckpt = str(tmp_path / "f/checkpoint.pt")
+    qat = ["lsq-qat", "--epochs", "1", "--float-checkpoint", float_ckpt, "--w-num-bits", "2", "--a-num-bits", "2",
+           *common]
+
+    def weights(run: str, *extra: str) -> list[torch.Tensor]:
+        assert main([*qat, "--output-dir", str(tmp_path / run), *extra]) == 0
+        return list(torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["model"].values())
+
+    plain = weights("plain")
+    same = weights("kd0", "--teacher", float_ckpt, "--kd-weight", "0")  # a teacher of weight 0 changes nothing
+    distilled = weights("kd", "--teacher", float_ckpt, "--kd-T", "2")
+    assert all(torch.equal(a, b) for a, b in zip(plain, same))
+    assert not all(torch.equal(a, b) for a, b in zip(plain, distilled))
+    capsys.readouterr()
+    assert main([*qat, "--output-dir", str(tmp_path / "bad"), "--teacher", str(tmp_path / "kd/checkpoint.pt")]) == 2
+    assert "distillation needs a float one" in capsys.readouterr().err
+    assert main([*qat, "--output-dir", str(tmp_path / "bad"), "--teacher", str(ZOO_FLOAT)]) == 2
+    assert "holds resnet_cifar10 with 10 classes; the QAT run trains tiny_vgg" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_step_through_zero_is_reflected_without_changing_the_fake_quant_values() -> None:

@@ -501,8 +501,21 @@ class LsqQatConfig(LsqTrainingOptions):
     lr: float = option(0.001, "peak learning rate (with BN folded the QAT net has no normalisation and diverges "
                               "at 0.01)", check=above(0))
     weight_decay: float = option(1e-4, "SGD weight decay (never on step sizes or BN parameters)", check=at_least(0))
+    teacher: str | None = option(None, "distil from this float checkpoint of the same network (lsq-train's or its "
+                                        "zoo/lsq copy, usually the --float-checkpoint)", check=input_file())
+    kd_T: float = option(1.0, "distillation temperature (the LSQ paper's 1)", check=between(0, 1000, low_open=True))
+    kd_weight: float = option(0.5, "weight of the distillation loss; the cross-entropy gets 1 minus it (the LSQ "
+                                   "paper's equal weights)", check=between(0, 1))
     log_dir: str = option("qat_logs", "TensorBoard root; events go to <log-dir>/<output-dir's name>",
                           check=output_folder())
+
+    def check(self) -> None:
+        """The shared checks, then: --kd-T and --kd-weight only with a --teacher."""
+        from triseg.errors import TrisegError
+
+        super().check()
+        if self.teacher is None and (self.kd_T != 1.0 or self.kd_weight != 0.5):
+            raise TrisegError("--kd-T and --kd-weight need --teacher (the float model to distil from)")
 
 
 @dataclass

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from triseg import data as tdata
+from triseg.approx.losses import kd_loss
 from triseg.artifacts import atomic_save, resume_from, write_json
 from triseg.errors import TrisegError
 from triseg.lsq.models import build_model
@@ -205,11 +206,29 @@ def _progress(batches: Batches, total: int, desc: str) -> Iterator[tuple[torch.T
     return iter(tqdm(batches, total=total, desc=desc, leave=False, mininterval=5, dynamic_ncols=True))
 
 
+@dataclass
+class Distillation:
+    """Knowledge distillation from a float teacher: ``(1 - weight) CE + weight KD(T)`` (the LSQ paper's recipe)."""
+
+    teacher: nn.Module
+    T: float
+    weight: float
+
+    def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mixed loss of the student's ``logits`` on the batch ``x`` with labels ``y``."""
+        with torch.no_grad():
+            target = self.teacher(x).float()
+        return (1 - self.weight) * F.cross_entropy(logits, y) + self.weight * kd_loss(logits, target, self.T)
+
+
 def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float, kind: str, meta: dict,
-        param_groups: list[dict], amp: bool = False) -> dict:
-    """Train for ``cfg.epochs`` epochs (continuing a checkpoint with ``--resume``); test-set metrics."""
+        param_groups: list[dict], amp: bool = False, distill: Distillation | None = None) -> dict:
+    """Train for ``cfg.epochs`` epochs (continuing a checkpoint with ``--resume``), with the cross-entropy or
+    ``distill``'s loss; test-set metrics."""
     device = pick_device(cfg.device, cfg.cuda)
     model.to(device)
+    if distill is not None:
+        distill.teacher.to(device).eval().requires_grad_(False)
     out = Path(cfg.output_dir)
     ckpt_path = out / "checkpoint.pt"
     epochs = cfg.epochs
@@ -245,7 +264,7 @@ def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float
             with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
                                 enabled=amp):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = distill.loss(logits.float(), x, y) if distill else F.cross_entropy(logits.float(), y)
             if not math.isfinite(loss.item()):
                 raise TrisegError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}: lower --lr or "
                                   f"--weight-decay")
@@ -333,6 +352,20 @@ def init_from_qat(net: QuantNet, ckpt: dict, path: str | Path) -> None:
                 q.initialized.fill_(False)
 
 
+def load_teacher(cfg: LsqQatConfig, meta: dict) -> Distillation | None:
+    """``--teacher``: a float checkpoint of the QAT run's network and classes, or None without one."""
+    if cfg.teacher is None:
+        return None
+    ckpt = load_checkpoint(cfg.teacher)
+    if ckpt["kind"] != "float":
+        raise TrisegError(f"--teacher {cfg.teacher} is a QAT checkpoint; distillation needs a float one (lsq-train's)")
+    made = ckpt["meta"]
+    if (made["model"], made["num_classes"]) != (meta["model"], meta["num_classes"]):
+        raise TrisegError(f"--teacher {cfg.teacher} holds {made['model']} with {made['num_classes']} classes; the QAT "
+                          f"run trains {meta['model']} with {meta['num_classes']}")
+    return Distillation(model_from_checkpoint(ckpt), cfg.kd_T, cfg.kd_weight)
+
+
 def _check_model(cfg: LsqQatConfig, path: str | Path, meta: dict) -> None:
     """A given ``--model`` must be the checkpoint's."""
     if cfg.model is not None and cfg.model != meta["model"]:
@@ -384,7 +417,8 @@ def train_qat(cfg: LsqQatConfig) -> dict:
             init_from_qat(net, ckpt, start)
         calibrate(net, source)
         meta = dict(net.meta)
-    metrics = fit(net, source, cfg, cfg.lr, "qat", meta, net.param_groups(cfg.weight_decay))
+    distill = load_teacher(cfg, meta)
+    metrics = fit(net, source, cfg, cfg.lr, "qat", meta, net.param_groups(cfg.weight_decay), distill=distill)
     net.cpu().eval()
     x, _ = next(iter(source.evaluate("test")))
     export_integer(net, tuple(x.shape[1:]), Path(cfg.output_dir) / "int_model.pt")
