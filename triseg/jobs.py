@@ -7,7 +7,7 @@ its default, help and legal range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from triseg.approx.calibrate import TMAX_MARGIN, TMAX_PERCENTILE
 from triseg.approx.config import config_path as spelled_path
@@ -514,7 +514,8 @@ class LsqQatConfig(LsqTrainingOptions):
         from triseg.errors import TrisegError
 
         super().check()
-        if self.teacher is None and (self.kd_T != 1.0 or self.kd_weight != 0.5):
+        default = {f.name: f.default for f in fields(self)}
+        if self.teacher is None and any(getattr(self, k) != default[k] for k in ("kd_T", "kd_weight")):
             raise TrisegError("--kd-T and --kd-weight need --teacher (the float model to distil from)")
 
 
