@@ -785,7 +785,8 @@ def test_lsq_qat_distils_from_a_float_teacher(tmp_path: Path, capsys: pytest.Cap
     assert main([*qat, "--output-dir", str(tmp_path / "bad"), "--teacher", str(tmp_path / "kd/checkpoint.pt")]) == 2
     assert "distillation needs a float one" in capsys.readouterr().err
     assert main([*qat, "--output-dir", str(tmp_path / "bad"), "--teacher", str(ZOO_FLOAT)]) == 2
-    assert "holds resnet_cifar10 with 10 classes; the QAT run trains tiny_vgg" in capsys.readouterr().err
+    assert ("holds resnet_cifar10 (10 classes, CIFAR stem); the QAT run trains tiny_vgg (10 classes, CIFAR stem)"
+            in capsys.readouterr().err)
     assert not (tmp_path / "bad").exists()
 
 

@@ -352,6 +352,11 @@ def init_from_qat(net: QuantNet, ckpt: dict, path: str | Path) -> None:
                 q.initialized.fill_(False)
 
 
+def _network(meta: dict) -> str:
+    """What a checkpoint's network must match to stand in for another: name, classes and input stem."""
+    return f"{meta['model']} ({meta['num_classes']} classes, {'CIFAR' if meta['small_input'] else 'ImageNet'} stem)"
+
+
 def load_teacher(cfg: LsqQatConfig, meta: dict) -> Distillation | None:
     """``--teacher``: a float checkpoint of the QAT run's network and classes, or None without one."""
     if cfg.teacher is None:
@@ -359,10 +364,8 @@ def load_teacher(cfg: LsqQatConfig, meta: dict) -> Distillation | None:
     ckpt = load_checkpoint(cfg.teacher)
     if ckpt["kind"] != "float":
         raise TrisegError(f"--teacher {cfg.teacher} is a QAT checkpoint; distillation needs a float one (lsq-train's)")
-    made = ckpt["meta"]
-    if (made["model"], made["num_classes"]) != (meta["model"], meta["num_classes"]):
-        raise TrisegError(f"--teacher {cfg.teacher} holds {made['model']} with {made['num_classes']} classes; the QAT "
-                          f"run trains {meta['model']} with {meta['num_classes']}")
+    if _network(ckpt["meta"]) != _network(meta):
+        raise TrisegError(f"--teacher {cfg.teacher} holds {_network(ckpt['meta'])}; the QAT run trains {_network(meta)}")
     return Distillation(model_from_checkpoint(ckpt), cfg.kd_T, cfg.kd_weight)
 
 
