@@ -365,7 +365,8 @@ def load_teacher(cfg: LsqQatConfig, meta: dict) -> Distillation | None:
     if ckpt["kind"] != "float":
         raise TrisegError(f"--teacher {cfg.teacher} is a QAT checkpoint; distillation needs a float one (lsq-train's)")
     if _network(ckpt["meta"]) != _network(meta):
-        raise TrisegError(f"--teacher {cfg.teacher} holds {_network(ckpt['meta'])}; the QAT run trains {_network(meta)}")
+        raise TrisegError(f"--teacher {cfg.teacher} holds {_network(ckpt['meta'])}; the QAT run trains "
+                          f"{_network(meta)}")
     return Distillation(model_from_checkpoint(ckpt), cfg.kd_T, cfg.kd_weight)
 
 
