@@ -137,6 +137,7 @@ TRAIN = ["--epochs", "1", "--output-dir", "run"]
     (["lsq-train", *TRAIN, "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
     (["lsq-qat", *TRAIN, "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
     (["lsq-train", *TRAIN, "--weight-decay", "-1"], "--weight-decay must be a number >= 0, got -1.0"),
+    (["lsq-train", *TRAIN, "--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1], got 1.5"),
     (["lsq-train", "--output-dir", "run"], "--epochs is required"),
     (["lsq-train", "--epochs", "1"], "--output-dir is required"),
     (["lsq-train", *TRAIN, "--train-limit", "0"], "--train-limit must be a number >= 1, got 0"),
@@ -788,6 +789,24 @@ def test_lsq_qat_distils_from_a_float_teacher(tmp_path: Path, capsys: pytest.Cap
     assert ("holds resnet_cifar10 (10 classes, CIFAR stem); the QAT run trains tiny_vgg (10 classes, CIFAR stem)"
             in capsys.readouterr().err)
     assert not (tmp_path / "bad").exists()
+
+
+def test_lsq_train_label_smoothing_changes_the_training_and_binds_a_resumed_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--train-limit", "128", "--eval-limit", "32",
+              "--batch-size", "32", "--log-dir", str(tmp_path / "tb"), "--workers", "1"]
+
+    def run(name: str, *extra: str) -> dict:
+        assert main([*common, "--output-dir", str(tmp_path / name), *extra]) == 0
+        return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+
+    plain, again, smoothed = run("plain"), run("again", "--label-smoothing", "0"), run("ls", "--label-smoothing", "0.3")
+    assert plain["history"][0]["train_loss"] == again["history"][0]["train_loss"]
+    assert plain["history"][0]["train_loss"] != smoothed["history"][0]["train_loss"]
+    assert not all(torch.equal(a, b) for a, b in zip(plain["model"].values(), smoothed["model"].values()))
+    capsys.readouterr()
+    assert main([*common[:4], "2", *common[5:], "--output-dir", str(tmp_path / "ls"), "--resume"]) == 2
+    assert "was made with --label-smoothing 0.3, not 0.0" in capsys.readouterr().err
 
 
 def test_a_step_through_zero_is_reflected_without_changing_the_fake_quant_values() -> None:

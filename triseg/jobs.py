@@ -468,6 +468,8 @@ class LsqTrainConfig(LsqTrainingOptions):
     model: str = option("resnet_cifar10", "LSQ network", choices=_lsq_model_names)
     lr: float = option(0.1, "peak learning rate of the cosine schedule", check=above(0))
     weight_decay: float = option(5e-4, "SGD weight decay (not on biases and BN parameters)", check=at_least(0))
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (0: none, as in the original tool)",
+                                    check=between(0, 1))
     amp: bool = option(False, "mixed precision (float16 on CUDA, bfloat16 on the CPU); may change when a run is "
                               "resumed")
 

@@ -222,9 +222,10 @@ class Distillation:
 
 
 def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float, kind: str, meta: dict,
-        param_groups: list[dict], amp: bool = False, distill: Distillation | None = None) -> dict:
-    """Train for ``cfg.epochs`` epochs (continuing a checkpoint with ``--resume``), with the cross-entropy or
-    ``distill``'s loss; test-set metrics."""
+        param_groups: list[dict], amp: bool = False, distill: Distillation | None = None,
+        label_smoothing: float = 0.0) -> dict:
+    """Train for ``cfg.epochs`` epochs (continuing a checkpoint with ``--resume``), with the cross-entropy (smoothed
+    by ``label_smoothing``) or ``distill``'s loss; test-set metrics."""
     device = pick_device(cfg.device, cfg.cuda)
     model.to(device)
     if distill is not None:
@@ -264,7 +265,8 @@ def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float
             with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
                                 enabled=amp):
                 logits = model(x)
-                loss = distill.loss(logits.float(), x, y) if distill else F.cross_entropy(logits.float(), y)
+                loss = (distill.loss(logits.float(), x, y) if distill
+                        else F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing))
             if not math.isfinite(loss.item()):
                 raise TrisegError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}: lower --lr or "
                                   f"--weight-decay")
@@ -312,7 +314,7 @@ def train_float(cfg: LsqTrainConfig) -> dict:
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return fit(net, source, cfg, cfg.lr, "float", meta, groups, amp=cfg.amp)
+    return fit(net, source, cfg, cfg.lr, "float", meta, groups, amp=cfg.amp, label_smoothing=cfg.label_smoothing)
 
 
 def calibrate(net: QuantNet, source: DataSource) -> None:
