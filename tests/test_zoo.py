@@ -131,6 +131,31 @@ def test_zoo_add_ships_half_precision_qat_without_the_float_stage(lenet_outputs,
         artifacts.load_float(tmp_path / "elsewhere", "lenet5")
 
 
+def test_zoo_add_without_qat_ships_only_the_int8_model(lenet_outputs, tmp_path, monkeypatch, capsys, sample):
+    zoo = tmp_path / "zoo"
+    assert main(["zoo_add", "--model", "lenet5", "--output-dir", str(lenet_outputs), "--zoo-dir", str(zoo),
+                 "--without-qat", "--command", TRAIN_FLOAT, "--command", TRAIN_QAT]) == 0
+    entry = json.loads((zoo / "manifest.json").read_text())["lenet5"]
+    assert set(entry["files"]) == {"int8"} and sorted(p.name for p in zoo.iterdir()) == ["lenet5_int8.pth",
+                                                                                          "manifest.json"]
+    assert entry["left_out"]["float"]["rebuild"] == TRAIN_FLOAT
+    assert entry["left_out"]["qat"]["rebuild"] == TRAIN_FLOAT + " && " + TRAIN_QAT
+    assert entry["left_out"]["qat"]["bytes"] == artifacts.stage_path(lenet_outputs, "lenet5", "qat").stat().st_size
+    monkeypatch.setattr(artifacts, "ZOO_DIR", zoo)
+    with pytest.raises(TrisegError, match=re.escape(f"leaves out lenet5's qat stage, rebuild it with: {TRAIN_FLOAT} && "
+                                                    f"{TRAIN_QAT}")):
+        artifacts.load_qat(tmp_path / "elsewhere", "lenet5")
+    model, _ = artifacts.load_int8(zoo, "lenet5")  # what the searches read
+    x, y = next(batches(sample.test, 64))
+    with torch.no_grad():
+        assert model(x).argmax(1).eq(y).float().mean().item() > 0.3  # a trained model, not chance (0.1)
+    capsys.readouterr()
+    assert main(["zoo_add", "--model", "lenet5", "--output-dir", str(lenet_outputs), "--zoo-dir",
+                 str(tmp_path / "zoo2"), "--without-qat", "--half-qat"]) == 2
+    assert "--half-qat and --without-qat conflict" in capsys.readouterr().err
+    assert not (tmp_path / "zoo2").exists()
+
+
 def test_lsq_zoo_add_ships_a_finished_run_that_lsq_qat_starts_from(tmp_path, capsys) -> None:
     """The shipped file has the model and history but no optimizer state; lsq-qat starts from it; a run
     without its end-of-run metrics is refused with one line and nothing written."""

@@ -297,6 +297,14 @@ class ZooAddConfig(ModelOptions):
     half_qat: bool = option(False, "store the QAT model's conv and linear weights in float16 (half the bytes; "
                                    "loading upcasts them to float32; the INT8 file is copied as it is)")
     without_float: bool = option(False, "leave the float stage out of the zoo (the manifest says how to rebuild it)")
+    without_qat: bool = option(False, "ship only the INT8 model (enough to search): the float and QAT stages are "
+                                      "left out, the manifest says how to rebuild them")
+
+    def check(self) -> None:
+        """The field checks, then: --half-qat needs the QAT stage shipped."""
+        super().check()
+        if self.half_qat and self.without_qat:
+            raise TrisegError("--half-qat and --without-qat conflict: the QAT stage is either halved or left out")
 
 
 @dataclass
@@ -450,8 +458,6 @@ class LsqTrainingOptions(LsqThreadOptions, LsqDataOptions, SeedOptions, BatchOpt
 
     def check(self) -> None:
         """The field checks, then: --epochs given, --cuda consistent with --device."""
-        from triseg.errors import TrisegError
-
         super().check()
         if self.epochs is None:
             raise TrisegError("--epochs is required")
@@ -513,8 +519,6 @@ class LsqQatConfig(LsqTrainingOptions):
 
     def check(self) -> None:
         """The shared checks, then: --kd-T and --kd-weight only with a --teacher."""
-        from triseg.errors import TrisegError
-
         super().check()
         default = {f.name: f.default for f in fields(self)}
         if self.teacher is None and any(getattr(self, k) != default[k] for k in ("kd_T", "kd_weight")):
@@ -535,8 +539,6 @@ class LsqInferConfig(BatchOptions, LsqThreadOptions, LsqDataOptions):
 
     def check(self) -> None:
         """The field checks, then: exactly one model source, --export only with --checkpoint."""
-        from triseg.errors import TrisegError
-
         super().check()
         if (self.checkpoint is None) == (self.int_model is None):
             raise TrisegError("lsq-infer needs exactly one of --checkpoint (QAT) and --int-model")
@@ -581,8 +583,6 @@ class ExportConfig(ModelOptions, BackendOptions):
 
     def check(self) -> None:
         """The field checks, then: c-header writes a config's maps, so it needs one."""
-        from triseg.errors import TrisegError
-
         super().check()
         if self.format == "c-header" and self.config_path is None:
             raise TrisegError("--format c-header writes a config's maps: pass --config-path")

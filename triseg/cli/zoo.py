@@ -94,7 +94,8 @@ def zoo_add(args: ZooAddConfig) -> None:
         if manifest_path.exists() else {}
     for src in sources.values():
         check_output_file(zoo / src.name)
-    shipped = [stage for stage in sources if not (stage == "float" and args.without_float)]
+    left = {"float": args.without_float or args.without_qat, "qat": args.without_qat}
+    shipped = [stage for stage in sources if not left.get(stage, False)]
     files: dict[str, dict[str, Any]] = {}
     for stage in shipped:
         src, dst = sources[stage], zoo / sources[stage].name
