@@ -793,11 +793,11 @@ def test_lsq_qat_distils_from_a_float_teacher(tmp_path: Path, capsys: pytest.Cap
 
 def test_lsq_train_label_smoothing_changes_the_training_and_binds_a_resumed_run(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    common = ["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--train-limit", "128", "--eval-limit", "32",
-              "--batch-size", "32", "--log-dir", str(tmp_path / "tb"), "--workers", "1"]
+    common = ["lsq-train", "--model", "tiny_vgg", "--train-limit", "128", "--eval-limit", "32", "--batch-size", "32",
+              "--log-dir", str(tmp_path / "tb"), "--workers", "1"]
 
     def run(name: str, *extra: str) -> dict:
-        assert main([*common, "--output-dir", str(tmp_path / name), *extra]) == 0
+        assert main([*common, "--epochs", "1", "--output-dir", str(tmp_path / name), *extra]) == 0
         return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
 
     plain, again, smoothed = run("plain"), run("again", "--label-smoothing", "0"), run("ls", "--label-smoothing", "0.3")
@@ -805,7 +805,7 @@ def test_lsq_train_label_smoothing_changes_the_training_and_binds_a_resumed_run(
     assert plain["history"][0]["train_loss"] != smoothed["history"][0]["train_loss"]
     assert not all(torch.equal(a, b) for a, b in zip(plain["model"].values(), smoothed["model"].values()))
     capsys.readouterr()
-    assert main([*common[:4], "2", *common[5:], "--output-dir", str(tmp_path / "ls"), "--resume"]) == 2
+    assert main([*common, "--epochs", "2", "--output-dir", str(tmp_path / "ls"), "--resume"]) == 2
     assert "was made with --label-smoothing 0.3, not 0.0" in capsys.readouterr().err
 
 
