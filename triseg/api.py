@@ -60,12 +60,14 @@ from triseg.lsq.train import train_float as lsq_train
 from triseg.lsq.train import train_qat as lsq_qat
 
 __all__ = [
-    "EditOnlyRecorder", "ExportRequest", "LUT_KERNELS", "LutEdit", "int8_maps", "map_rows", "quint8_table", "QonnxRunner", "compare", "export", "onnx_graph", "op_counts",
+    "EditOnlyRecorder", "ExportRequest", "LUT_KERNELS", "LutEdit", "int8_maps", "map_rows", "quint8_table",
+    "QonnxRunner", "compare", "export", "onnx_graph", "op_counts",
     "optimised_ops", "ort_runner", "ort_session", "qonnx_graph", "require_extra", "set_engine",
     "EpisodeBatches", "HardwareReport", "MODELS", "PPOStrategy", "ZOO_DIR", "activation_top_code", "build_model",
     "calibrate_space", "convert_int8", "hardware_report", "load_int8", "qat_skeleton", "stage_path",
     "Cifar10", "Config", "Evaluator", "FinalTestConfig", "Score", "Strategy", "TopK", "exact_mse_codes",
-    "parse_options", "select_result", "atomic_write_text", "attach", "batches", "install", "simulate", "LayerCodes", "PPOConfig", "RunPaths", "STRATEGIES", "SearchConfig",
+    "parse_options", "select_result", "atomic_write_text", "attach", "batches", "install", "simulate", "LayerCodes",
+    "PPOConfig", "RunPaths", "STRATEGIES", "SearchConfig",
     "SearchResult", "SearchRun", "SearchSpace", "SpaceOptions", "Split", "StudentEval", "SupervisedConfig",
     "SupervisedJobConfig", "Teacher", "TestMetrics", "TrisegConfig", "TrisegError", "Validation", "WarmConfig",
     "build_space", "evaluate_student", "evaluate_test", "final_test", "load_cifar10", "load_config", "load_data",

@@ -192,7 +192,8 @@ class SearchConfig(StudentOptions, BatchOptions, ResumeOptions):
     objective: str = option("reward", "reward: the original (closest student wins); savings: fewest multiplies "
                                       "within the drop limit", choices=OBJECTIVES)
     savings_weight: float = option(1.0, "savings: weight of the distillation loss against multiplies left in the "
-                                        "episode reward", check=only_with("objective", "savings", check=between(0, 1e6)))
+                                        "episode reward",
+                                   check=only_with("objective", "savings", check=between(0, 1e6)))
     safety_margin: float = option(1.0, "savings: the chosen config's validation drop must stay within "
                                        "--max-acc-drop minus this margin",
                                   check=only_with("objective", "savings", check=between(0, 100)))

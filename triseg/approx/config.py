@@ -101,7 +101,8 @@ class TrisegConfig:
         known = list(layer_names)
         unknown = [name for name in self.layers if name not in known]
         if unknown:
-            raise TrisegError(f"config layers {unknown} are not approximated layers of {self.model} ({', '.join(known)})")
+            raise TrisegError(f"config layers {unknown} are not approximated layers of {self.model} "
+                              f"({', '.join(known)})")
         for name, codes in self.layers.items():
             validate(name, codes, top_code)
         return self

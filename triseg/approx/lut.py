@@ -142,7 +142,8 @@ def int8_values(x: torch.Tensor, squared: bool = False) -> torch.Tensor:
     return out
 
 
-def apply_maps(codes: np.ndarray, out: np.ndarray, maps: np.ndarray, zero_point: int, kernel: str | None = None) -> None:
+def apply_maps(codes: np.ndarray, out: np.ndarray, maps: np.ndarray, zero_point: int,
+               kernel: str | None = None) -> None:
     """Map flat quint8 values ``codes`` into ``out``: block k of K equal blocks through map row k."""
     chunk = codes.size // len(maps)
     if chunk * len(maps) != codes.size:

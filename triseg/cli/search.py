@@ -88,7 +88,8 @@ def pareto(cfg: ParetoConfig) -> None:
     for i, p in enumerate(front):
         mark = "  <- selected" if TrisegConfig.from_json({**p, "model": result.model, "backend": result.backend},
                                                           cfg.config_path).layers == chosen else ""
-        print(f"{i:>3} {p['val_drop']:>9.2f} {p['multiplies_left']:>16.3f} {p['val_acc']:>8.2f} {p['episode']:>8}{mark}")
+        print(f"{i:>3} {p['val_drop']:>9.2f} {p['multiplies_left']:>16.3f} {p['val_acc']:>8.2f} "
+              f"{p['episode']:>8}{mark}")
     if cfg.pick is None:
         return
     source = config_path(cfg.config_path)

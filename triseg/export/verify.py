@@ -34,7 +34,8 @@ Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def session_options(threads: int, optimize: bool, optimized_path: str | None = None) -> Any:
-    """onnxruntime session options: ``threads`` intra-op threads (0: onnxruntime's choice), optimisations all or none."""
+    """onnxruntime session options: ``threads`` intra-op threads (0: onnxruntime's choice), optimisations
+    all or none."""
     ort = require("onnxruntime")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

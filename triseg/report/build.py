@@ -170,7 +170,8 @@ def build_report(inp: ReportInputs, figures_dir: Path) -> str:
     rank = {layer: i + 1 for i, layer in enumerate(sens["ranking"])}
     layer_rows = []
     for layer in layers:
-        c, tc, sc, sl = cfg.layers[layer], test_cov.get(layer, {}), student.coverage[layer], sens["layers"].get(layer, {})
+        c, tc = cfg.layers[layer], test_cov.get(layer, {})
+        sc, sl = student.coverage[layer], sens["layers"].get(layer, {})
         layer_rows.append([layer, c.t1, c.v1, c.t2, c.v2, c.tmax, tmax_rule.get(layer), tc.get("mapped_share"),
                            tc.get("changed_share"), tc.get("zeroed_share"), sc["mapped_share"], sc["changed_share"],
                            sc["zeroed_share"], sl.get("drop_only"), sl.get("drop_all_but"), rank.get(layer)])

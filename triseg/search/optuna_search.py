@@ -1,9 +1,10 @@
 """TPE and CMA-ES through optuna's ask/tell API.
 
-Each layer gets four parameters in [0, 1] (five with a searched tmax: its position in [10, top code]): t1's position in its range, t2's position in
-[t1+4, tmax-4], and v1, v2 as positions within their segments (:func:`triseg.search.legal.decode`),
-so every sampled config is legal. Samplers are seeded; the whole study (sampler state included) is
-pickled into the strategy state, so --resume continues exactly where an uninterrupted run would.
+Each layer gets four parameters in [0, 1] (five with a searched tmax: its position in [10, top code]):
+t1's position in its range, t2's position in [t1+4, tmax-4], and v1, v2 as positions within their
+segments (:func:`triseg.search.legal.decode`), so every sampled config is legal. Samplers are seeded;
+the whole study (sampler state included) is pickled into the strategy state, so --resume continues
+exactly where an uninterrupted run would.
 """
 
 from __future__ import annotations

@@ -159,8 +159,9 @@ def select_savings(model: nn.Module, val: Split, candidates: list[Candidate], ma
                       f"reporting the most accurate one", stacklevel=1)
     raced = len(whole) < len(rows)
     validation = Validation(teacher_acc, chosen["val_acc"], chosen["val_drop"],
-                            [{"reward": r["candidate"].reward, "episode": r["candidate"].episode, "val_acc": r["val_acc"],
-                              "val_drop": r["val_drop"], "multiplies_left": r["multiplies_left"],
+                            [{"reward": r["candidate"].reward, "episode": r["candidate"].episode,
+                              "val_acc": r["val_acc"], "val_drop": r["val_drop"],
+                              "multiplies_left": r["multiplies_left"],
                               **({"val_images": r["val_images"]} if raced else {})} for r in rows])
     front = [{"val_drop": r["val_drop"], "val_acc": r["val_acc"], "multiplies_left": r["multiplies_left"],
               "episode": r["candidate"].episode, "layers": {k: v.to_json() for k, v in r["candidate"].config.items()}}

@@ -178,7 +178,8 @@ def initial_maps(space: SearchSpace, tmax: str = "learn") -> SoftMaps:
 
 
 def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: SupervisedConfig, batch_size: int = 128,
-                     kd_T: float = 2.0, seed: int = 0, writer=None, teacher: nn.Module | None = None) -> SupervisedOutcome:
+                     kd_T: float = 2.0, seed: int = 0, writer=None,
+                     teacher: nn.Module | None = None) -> SupervisedOutcome:
     """Learn the maps on ``sim`` (the INT8 model's integer simulation) against the unmapped model.
 
     ``teacher`` (default: ``sim`` without maps) gives the target logits; the INT8 model itself is faster.
@@ -213,8 +214,8 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
             cov = maps.take_coverage()
             loss = kd - s.alpha * cov
             if not math.isfinite(float(loss.detach())):
-                raise TrisegError(f"supervised training diverged (loss {float(loss.detach())}) at step {out.steps + 1}: "
-                                  "lower --lr or raise --beta0")
+                raise TrisegError(f"supervised training diverged (loss {float(loss.detach())}) at step "
+                                  f"{out.steps + 1}: lower --lr or raise --beta0")
             opt.zero_grad()
             loss.backward()
             grads = {layer: {name: float(p.grad) if p.grad is not None else 0.0
