@@ -13,7 +13,8 @@ from triseg import artifacts, quant
 from triseg.data import Split, batches, load_cifar10
 from triseg.models import build_model
 
-REAL_DATA = Path(os.environ.get("TRISEG_TEST_DATA", Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"))
+REAL_DATA = Path(os.environ.get("TRISEG_TEST_DATA",
+                                Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"))
 
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -173,7 +173,8 @@ def test_c_header_compiles_and_its_tables_equal_the_map(lenet_fbgemm, tmp_path):
         name, scale, zp, *rest = line.split()
         c = config.layers[name]
         assert [int(v) for v in rest[:5]] == [c.t1, c.v1, c.t2, c.v2, c.tmax]
-        assert np.float32(float(scale)) == np.float32(graph.tap_qparams(name)[0]) and int(zp) == graph.tap_qparams(name)[1]
+        tap_scale, tap_zp = graph.tap_qparams(name)
+        assert np.float32(float(scale)) == np.float32(tap_scale) and int(zp) == tap_zp
         assert np.array_equal(np.array(rest[5:], dtype=np.uint8), _expected_table(c, int(zp)))
 
 

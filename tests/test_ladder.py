@@ -108,7 +108,8 @@ def test_a_stale_best_move_is_re_scored_before_it_is_taken() -> None:
 def test_a_move_that_adds_no_loss_is_taken_first() -> None:
     strategy = LadderStrategy(space())
     strategy.incumbent, strategy.start_distill, strategy.pending = (1.0, 0.5), 1.0, []
-    strategy.measured = {"a": (0.4, 0.5, 1.5, 0.1, 0), "b": (0.05, -0.1, 0.9, 0.45, 0), "c": (0.01, 0.01, 1.01, 0.49, 0)}
+    strategy.measured = {"a": (0.4, 0.5, 1.5, 0.1, 0), "b": (0.05, -0.1, 0.9, 0.45, 0),
+                         "c": (0.01, 0.01, 1.01, 0.49, 0)}
     strategy._decide()
     assert strategy.rung == {"a": 0, "b": 1, "c": 0} and strategy.incumbent == (0.9, 0.45)
 

@@ -127,7 +127,8 @@ def test_zoo_add_ships_half_precision_qat_without_the_float_stage(lenet_outputs,
     assert agree >= 0.98  # measured 119 of 120
 
     monkeypatch.setattr(artifacts, "ZOO_DIR", zoo)
-    with pytest.raises(TrisegError, match=re.escape(f"leaves out lenet5's float stage, rebuild it with: {TRAIN_FLOAT}")):
+    message = f"leaves out lenet5's float stage, rebuild it with: {TRAIN_FLOAT}"
+    with pytest.raises(TrisegError, match=re.escape(message)):
         artifacts.load_float(tmp_path / "elsewhere", "lenet5")
 
 
