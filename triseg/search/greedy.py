@@ -4,8 +4,8 @@ Starting from the exact minimum-MSE config (free: no evaluation), each round tak
 v1 or v2 of one layer, in forward order; with a searched tmax, tmax first) and evaluates the incumbent
 together with every legal value at distance 1, 2, 4, ..., 32 from the current one (codes after a moved
 threshold are clamped back into their ranges). The round's best reward becomes the incumbent. Rounds
-cycle over all codes until the budget is spent. Every reward is from a different training batch, so the incumbent
-is re-scored in each round rather than compared with an old score.
+cycle over all codes until the budget is spent. Every reward is from a different training batch, so
+the incumbent is re-scored in each round rather than compared with an old score.
 """
 
 from __future__ import annotations

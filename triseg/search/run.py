@@ -50,8 +50,7 @@ def _identity(strategy: Strategy, evaluator: Evaluator, settings: SearchSettings
     batches = getattr(evaluator, "batches", None)
     space = getattr(strategy, "space", None)
     return {"strategy": strategy.name, "ask_batch": getattr(strategy, "batch", None), "episodes": settings.episodes,
-            "top_k": settings.top_k,
-            "objective": settings.objective, "kd_T": getattr(evaluator, "T", None),
+            "top_k": settings.top_k, "objective": settings.objective, "kd_T": getattr(evaluator, "T", None),
             "attention_weight": getattr(evaluator, "attention_weight", None),
             "savings_weight": getattr(evaluator, "savings_weight", None),
             "batch_size": getattr(batches, "batch_size", None), "train_images": len(getattr(batches, "split", ())),
