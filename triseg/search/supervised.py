@@ -213,8 +213,9 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
             kd = kd_loss(student.float(), target.float(), kd_T)
             cov = maps.take_coverage()
             loss = kd - s.alpha * cov
-            if not math.isfinite(float(loss.detach())):
-                raise TrisegError(f"supervised training diverged (loss {float(loss.detach())}) at step "
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise TrisegError(f"supervised training diverged (loss {loss_value}) at step "
                                   f"{out.steps + 1}: lower --lr or raise --beta0")
             opt.zero_grad()
             loss.backward()
@@ -227,7 +228,7 @@ def train_supervised(sim: nn.Module, space: SearchSpace, train: Split, s: Superv
             prev = config
             if out.steps % s.log_every == 0 or i == steps - 1:
                 row = {"step": out.steps, "epoch": epoch, "beta": maps.beta, "kd": float(kd.detach()),
-                       "coverage": float(cov.detach()), "loss": float(loss.detach()),
+                       "coverage": float(cov.detach()), "loss": loss_value,
                        "layers_changed_since_last_step": moved,
                        "grad_norm": {k: math.sqrt(sum(g * g for g in v.values())) for k, v in grads.items()},
                        "grads": grads,
