@@ -123,3 +123,19 @@ def test_training_is_seeded_and_moves_codes(lenet_int8, sample) -> None:
     assert a.history == b.history and a.epoch_configs == b.epoch_configs and a.steps == 6
     first, last = a.history[0]["codes"], a.history[-1]["codes"]
     assert any(first[k] != last[k] for k in first)
+
+
+def test_training_stops_with_an_error_when_the_loss_is_not_finite(lenet_int8, sample) -> None:
+    from triseg.errors import TrisegError
+    from triseg.search.space import build_space
+    from triseg.search.supervised import SupervisedConfig, train_supervised
+
+    class NanTeacher(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 10), float("nan"))
+
+    int8, _, _ = lenet_int8
+    space = build_space(int8, sample.train, 2, 32, 255)
+    with pytest.raises(TrisegError, match=r"diverged \(loss nan\) at step 1"):
+        train_supervised(simulate(int8), space, sample.train, SupervisedConfig(epochs=1, steps_per_epoch=2),
+                         batch_size=32, teacher=NanTeacher())
