@@ -764,12 +764,21 @@ def test_distillation_mixes_cross_entropy_and_kd_and_leaves_the_teacher_untouche
     assert logits.grad is not None and teacher.weight.grad is None
 
 
-def test_lsq_qat_distils_from_a_float_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture(scope="module")
+def tiny_vgg_float(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny_vgg float checkpoint (one epoch on 128 sample images) that the QAT tests below start from."""
+    root = tmp_path_factory.mktemp("tiny_vgg_float")
+    assert main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--output-dir", str(root / "f"),
+                 "--train-limit", "128", "--eval-limit", "32", "--batch-size", "32", "--log-dir", str(root / "tb"),
+                 "--workers", "1"]) == 0
+    return root / "f" / "checkpoint.pt"
+
+
+def test_lsq_qat_distils_from_a_float_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               tiny_vgg_float: Path) -> None:
     common = ["--train-limit", "128", "--eval-limit", "32", "--batch-size", "32", "--log-dir", str(tmp_path / "tb"),
               "--workers", "1"]
-    assert main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--output-dir", str(tmp_path / "f"),
-                 *common]) == 0
-    float_ckpt = str(tmp_path / "f/checkpoint.pt")
+    float_ckpt = str(tiny_vgg_float)
     qat = ["lsq-qat", "--epochs", "1", "--float-checkpoint", float_ckpt, "--w-num-bits", "2", "--a-num-bits", "2",
            *common]
 
@@ -823,15 +832,14 @@ def test_a_step_through_zero_is_reflected_without_changing_the_fake_quant_values
 
 
 def test_training_keeps_every_step_positive_so_the_model_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 tiny_vgg_float: Path) -> None:
     """At lr 3 SGD carries a step of this W2A2 tiny_vgg through zero within two epochs (measured: an
     activation step); without the reflection after each update the export then fails."""
     import triseg.lsq.train as lsq_train
 
     common = ["--train-limit", "128", "--eval-limit", "32", "--batch-size", "32", "--log-dir", str(tmp_path / "tb")]
-    assert main(["lsq-train", "--model", "tiny_vgg", "--epochs", "1", "--output-dir", str(tmp_path / "f"),
-                 *common]) == 0
-    qat = ["lsq-qat", "--epochs", "2", "--float-checkpoint", str(tmp_path / "f/checkpoint.pt"), "--w-num-bits", "2",
+    qat = ["lsq-qat", "--epochs", "2", "--float-checkpoint", str(tiny_vgg_float), "--w-num-bits", "2",
            "--a-num-bits", "2", "--per-channel-weights", "--lr", "3", *common]
     assert main([*qat, "--output-dir", str(tmp_path / "q")]) == 0
     steps = [v for k, v in torch.load(tmp_path / "q/checkpoint.pt", weights_only=True)["model"].items()
