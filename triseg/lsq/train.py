@@ -147,8 +147,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types
-        raise TrisegError(f"checkpoint {path} is damaged ({type(exc).__name__}): train it again, or delete it "
-                          f"and drop --resume") from None
+        raise TrisegError(f"checkpoint {path} is damaged or not a torch file ({type(exc).__name__}): pass one "
+                          f"written by lsq-train or lsq-qat (a run's own damaged checkpoint: delete it and train "
+                          f"again)") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") not in ("float", "qat") or not isinstance(ckpt.get("meta"), dict):
         raise TrisegError(f"{path} is not an LSQ checkpoint from lsq-train or lsq-qat")
     return ckpt
