@@ -4,9 +4,10 @@
 # with --per-channel-weights --residual-bits 8, and two shorter W2A2 variants: --keep-bn at lr 0.01 (8 epochs)
 # and a start from the W4A4 residual-8 model (--init-checkpoint, 6 epochs), then W4A4 (8) and W2A2 (20) with steps
 # started at the least quantization error (--weight-step-init / --act-step-init mse), W4A4 (8) and W2A2 (20) again
-# distilled from the float model (--teacher), W2A2 (20) with BN kept in training at lr 0.003 (--keep-bn), and the
-# distilled W4A4 for 12 epochs; each compared with the integer engine on the test split. One torch thread (the
-# --teacher runs and the kept-BN W2A2 were made on two); rerun it to resume (every step continues its checkpoint).
+# distilled from the float model (--teacher), W2A2 (20) with BN kept in training at lr 0.003 (--keep-bn), the
+# distilled W4A4 for 12 epochs and the kept-BN W2A2 distilled; each compared with the integer engine on the test
+# split. One torch thread (the --teacher and kept-BN runs were made on two); rerun it to resume (every step
+# continues its checkpoint).
 # The w4a4-pc-r8-mse (6 epochs) and w2a2-pc-r8-amse (15) files were made by this script at commit d7f22c1, whose mse
 # rule searched only 0.05-2x the paper's step; the current rule gives other runs, so their lines are gone.
 # The float model also ships as zoo/lsq/resnet_cifar10_float.pt, which lsq-qat --float-checkpoint takes directly
@@ -45,4 +46,5 @@ w4a4-pc-r8-mse-kd-e8 4 8 float --per-channel-weights --residual-bits 8 --weight-
 w2a2-pc-r8-amse-kd-e20 2 20 float --per-channel-weights --residual-bits 8 --act-step-init mse --teacher runs/lsq/resnet20-float/checkpoint.pt
 w2a2-pc-r8-amse-bn-lr003-e20 2 20 float --per-channel-weights --residual-bits 8 --act-step-init mse --keep-bn --lr 0.003
 w4a4-pc-r8-mse-kd-e12 4 12 float --per-channel-weights --residual-bits 8 --weight-step-init mse --act-step-init mse --teacher runs/lsq/resnet20-float/checkpoint.pt
+w2a2-pc-r8-amse-bn-lr003-kd-e20 2 20 float --per-channel-weights --residual-bits 8 --act-step-init mse --keep-bn --lr 0.003 --teacher runs/lsq/resnet20-float/checkpoint.pt
 RUNS
