@@ -8,9 +8,10 @@ quantized (one float division and rounding), every tensor is an integer tensor:
   integer conv2d, so the MAC kernel runs as a floating-point conv on the exact integer values and is
   cast straight back to int64. Export bounds every layer's accumulator
   (``K * max|x| * max|w| + max|b|``, asserted below 2**31); below 2**24 the layer uses float32 (exact:
-  every product and partial sum is an integer float32 holds), otherwise float64 (exact below 2**53). No rounding happens anywhere,
-  whatever the summation order, as long as the kernel multiplies and adds (direct or im2col+GEMM conv,
-  no Winograd/FFT; the tests check the float32 path against an int64 unfold+matmul reference).
+  every product and partial sum is an integer float32 holds), otherwise float64 (exact below 2**53).
+  No rounding happens anywhere, whatever the summation order, as long as the kernel multiplies and adds
+  (direct or im2col+GEMM conv, no Winograd/FFT; the tests check the float32 path against an int64
+  unfold+matmul reference).
 * MAC precision is pinned, not inherited: :func:`mac` moves its operands to the CPU and runs the
   kernel inside :func:`ieee_fp32`, which sets oneDNN's fp32 math mode for conv and matmul
   (``torch.backends.mkldnn.conv.fp32_precision``, ``torch.backends.mkldnn.matmul.fp32_precision``)
