@@ -28,7 +28,7 @@ from triseg.lsq.models import FLOAT_OPS, ConvBN, Op, build_model
 from triseg.lsq.ops import KINDS, op_table
 from triseg.lsq.qat import QAT_OPS, QuantLayer, to_qat
 from triseg.lsq.quantizer import MIN_STEP, LsqQuantizer, check_bits, keep_steps_positive, lsq_init, mse_init
-from triseg.lsq.train import Distillation, model_from_checkpoint, pick_device
+from triseg.lsq.train import Distillation, load_lsq_checkpoint, model_from_checkpoint, pick_device
 
 torch.set_num_threads(1)
 ZOO_FLOAT = Path(__file__).resolve().parents[1] / "zoo/lsq/resnet_cifar10_float.pt"
@@ -651,6 +651,22 @@ def test_export_loads_without_training_code(tmp_path: Path) -> None:
     torch.save({"format": "other"}, tmp_path / "bad.pt")
     with pytest.raises(TrisegError, match="not a triseg-lsq-int"):
         IntegerModel.load(tmp_path / "bad.pt")
+
+
+def test_lsq_checkpoints_load_safely_and_refuse_other_files(tmp_path: Path) -> None:
+    with pytest.raises(TrisegError, match="not found"):
+        load_lsq_checkpoint(tmp_path / "missing.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(TrisegError, match="list.pt is not a triseg LSQ checkpoint: pass one written by lsq-train"):
+        load_lsq_checkpoint(tmp_path / "list.pt")
+    torch.save({"kind": "int8", "meta": {}}, tmp_path / "other.pt")
+    with pytest.raises(TrisegError, match="other.pt is not an LSQ checkpoint"):
+        load_lsq_checkpoint(tmp_path / "other.pt")
+    torch.save({"kind": "float", "meta": {}, "extra": Fraction(1, 3)}, tmp_path / "pickled.pt")
+    with pytest.raises(TrisegError, match=r"is damaged or not a torch file \(UnpicklingError\)"):
+        load_lsq_checkpoint(tmp_path / "pickled.pt")
+    torch.save({"kind": "qat", "meta": {"w_bits": 4}, "model": {"w": torch.ones(2)}}, tmp_path / "ok.pt")
+    assert load_lsq_checkpoint(tmp_path / "ok.pt")["meta"] == {"w_bits": 4}
 
 
 def test_every_interpreter_handles_exactly_the_kinds() -> None:

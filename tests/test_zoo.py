@@ -187,14 +187,14 @@ def test_lsq_zoo_add_ships_a_finished_run_that_lsq_qat_starts_from(tmp_path, cap
 
 def test_every_shipped_lsq_zoo_file_matches_its_manifest() -> None:
     """zoo/lsq/: each file's sha256, and the model it holds is the one its entry names."""
-    from triseg.lsq.train import load_checkpoint, model_from_checkpoint
+    from triseg.lsq.train import load_lsq_checkpoint, model_from_checkpoint
 
     manifest = json.loads((ROOT / "zoo/lsq/manifest.json").read_text())
     assert sorted(p.name for p in (ROOT / "zoo/lsq").glob("*.pt")) == sorted(e["file"] for e in manifest.values())
     for name, entry in manifest.items():
         path = ROOT / "zoo/lsq" / entry["file"]
         assert artifacts.sha256(path) == entry["sha256"], name
-        ckpt = load_checkpoint(path)
+        ckpt = load_lsq_checkpoint(path)
         made = (ckpt["kind"], ckpt["meta"]["model"], ckpt["epoch"])
         assert made == (entry["kind"], entry["model"], entry["epochs"]), name
         model_from_checkpoint(ckpt)

@@ -54,7 +54,7 @@ from triseg.lsq.integer import IntegerModel, export_integer
 from triseg.lsq.models import build_model as build_lsq_model
 from triseg.lsq.qat import QuantNet, to_qat
 from triseg.lsq.quantizer import keep_steps_positive
-from triseg.lsq.train import load_checkpoint as load_lsq_checkpoint
+from triseg.lsq.train import load_lsq_checkpoint
 from triseg.lsq.train import model_from_checkpoint as lsq_model_from_checkpoint
 from triseg.lsq.train import train_float as lsq_train
 from triseg.lsq.train import train_qat as lsq_qat

@@ -54,15 +54,19 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
         fh.write(data)
 
 
-def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", device: str = "cpu") -> dict[str, Any]:
-    """A training or search checkpoint; a damaged or foreign file is a one-line error saying what to do."""
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", device: str = "cpu", *,
+                    weights_only: bool = False,
+                    remedy: str = "delete it to start again, or drop --resume") -> dict[str, Any]:
+    """A checkpoint as a dict; a damaged or foreign file is a one-line error ending in ``remedy``.
+
+    ``weights_only`` loads with torch's safe unpickler (tensors, containers and plain values only).
+    """
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location=device, weights_only=weights_only)
     except Exception as exc:  # truncated zips and garbage pickles fail in many ways
-        raise TrisegError(f"{what} {path} is damaged ({type(exc).__name__}): delete it to start again, "
-                          f"or drop --resume") from None
+        raise TrisegError(f"{what} {path} is damaged or not a torch file ({type(exc).__name__}): {remedy}") from None
     if not isinstance(state, dict):
-        raise TrisegError(f"{path} is not a triseg {what}: delete it to start again, or drop --resume")
+        raise TrisegError(f"{path} is not a triseg {what}: {remedy}")
     return state
 
 

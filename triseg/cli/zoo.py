@@ -135,14 +135,14 @@ SHIPPED_LSQ_KEYS = ("kind", "meta", "model", "epoch", "history", "config")
 
 def lsq_zoo_add(args: LsqZooAddConfig) -> None:
     """Copy a finished LSQ run's model into the LSQ zoo and record it in its manifest."""
-    from triseg.lsq.train import load_checkpoint
+    from triseg.lsq.train import load_lsq_checkpoint
 
     zoo = Path(args.zoo_dir) if args.zoo_dir else artifacts.ZOO_DIR / "lsq"
     dst, manifest_path = zoo / f"{args.name}.pt", zoo / "manifest.json"
     check_output_file(dst)
     check_output_file(manifest_path)
     run = Path(args.run_dir)
-    ckpt = load_checkpoint(run / "checkpoint.pt")
+    ckpt = load_lsq_checkpoint(run / "checkpoint.pt")
     metrics = _read_json(run / "metrics.json", "run metrics", "finish the run (it writes them at its end)") \
         if (run / "metrics.json").is_file() else {}
     test_acc, epochs, sizes = metrics.get("test_acc"), metrics.get("epochs"), metrics.get("sizes")

@@ -13,7 +13,7 @@ from triseg.artifacts import write_json
 from triseg.errors import TrisegError
 from triseg.lsq.integer import IntegerModel, export_integer
 from triseg.lsq.qat import QuantNet
-from triseg.lsq.train import load_checkpoint, make_source, model_from_checkpoint
+from triseg.lsq.train import load_lsq_checkpoint, make_source, model_from_checkpoint
 
 if TYPE_CHECKING:
     from triseg.jobs import LsqInferConfig
@@ -143,7 +143,7 @@ def run_infer(cfg: LsqInferConfig) -> dict:
         raise TrisegError("--export and --json name the same file: choose two files")
     source = make_source(cfg, cfg.batch_size)
     if cfg.checkpoint:
-        ckpt = load_checkpoint(cfg.checkpoint)
+        ckpt = load_lsq_checkpoint(cfg.checkpoint)
         if ckpt["kind"] != "qat":
             raise TrisegError(f"{cfg.checkpoint} is a float checkpoint; lsq-infer needs lsq-qat's")
         net = model_from_checkpoint(ckpt)

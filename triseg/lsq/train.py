@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from triseg import data as tdata
 from triseg.approx.losses import kd_loss
-from triseg.artifacts import atomic_save, resume_from, write_json
+from triseg.artifacts import atomic_save, load_checkpoint, resume_from, write_json
 from triseg.errors import TrisegError
 from triseg.lsq.models import build_model
 from triseg.lsq.qat import QuantNet, to_qat
@@ -139,18 +139,14 @@ def _purge_from(writer: SummaryWriter, step: int) -> None:
     writer.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by this module; a one-line error when it is missing or foreign."""
+def load_lsq_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by lsq-train or lsq-qat; a one-line error when it is missing or foreign."""
     path = Path(path)
     if not path.is_file():
         raise TrisegError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors come in many types
-        raise TrisegError(f"checkpoint {path} is damaged or not a torch file ({type(exc).__name__}): pass one "
-                          f"written by lsq-train or lsq-qat (a run's own damaged checkpoint: delete it and train "
-                          f"again)") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") not in ("float", "qat") or not isinstance(ckpt.get("meta"), dict):
+    remedy = "pass one written by lsq-train or lsq-qat (a run's own damaged checkpoint: delete it and train again)"
+    ckpt = load_checkpoint(path, "LSQ checkpoint", weights_only=True, remedy=remedy)
+    if ckpt.get("kind") not in ("float", "qat") or not isinstance(ckpt.get("meta"), dict):
         raise TrisegError(f"{path} is not an LSQ checkpoint from lsq-train or lsq-qat")
     return ckpt
 
@@ -241,7 +237,7 @@ def fit(model: nn.Module, source: DataSource, cfg: LsqTrainingOptions, lr: float
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     start, history = 0, []
     if resume_from(ckpt_path, cfg.resume, cfg.resume_or_start):
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt = load_lsq_checkpoint(ckpt_path)
         if ckpt["kind"] != kind:
             raise TrisegError(f"{ckpt_path} is a {ckpt['kind']} checkpoint, not {kind}: choose another --output-dir")
         _check_same_settings(ckpt, cfg, ckpt_path)
@@ -364,7 +360,7 @@ def load_teacher(cfg: LsqQatConfig, meta: dict) -> Distillation | None:
     """``--teacher``: a float checkpoint of the QAT run's network and classes, or None without one."""
     if cfg.teacher is None:
         return None
-    ckpt = load_checkpoint(cfg.teacher)
+    ckpt = load_lsq_checkpoint(cfg.teacher)
     if ckpt["kind"] != "float":
         raise TrisegError(f"--teacher {cfg.teacher} is a QAT checkpoint; distillation needs a float one (lsq-train's)")
     if _network(ckpt["meta"]) != _network(meta):
@@ -398,7 +394,7 @@ def train_qat(cfg: LsqQatConfig) -> dict:
     torch.manual_seed(cfg.seed)
     source = make_source(cfg, cfg.batch_size, cfg.seed, cfg.train_limit)
     if resuming:
-        ckpt = load_checkpoint(path)
+        ckpt = load_lsq_checkpoint(path)
         if ckpt["kind"] != "qat":
             raise TrisegError(f"{path} is not a QAT checkpoint")
         meta = ckpt["meta"]
@@ -406,7 +402,7 @@ def train_qat(cfg: LsqQatConfig) -> dict:
         net = model_from_checkpoint(ckpt)
     else:
         assert start is not None
-        ckpt = load_checkpoint(start)
+        ckpt = load_lsq_checkpoint(start)
         if cfg.float_checkpoint and ckpt["kind"] != "float":
             raise TrisegError(f"{start} is a QAT checkpoint; --float-checkpoint needs lsq-train's (or pass it as "
                               f"--init-checkpoint)")
