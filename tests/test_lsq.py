@@ -743,8 +743,8 @@ def test_train_qat_infer_resume_on_sample(tmp_path: Path, capsys: pytest.Capture
                  str(qdir / "checkpoint.pt"), "--w-num-bits", "2", "--a-num-bits", "2", *common]) == 0
     assert (init_dir / "int_model.pt").is_file()
     assert main(["lsq-qat", "--epochs", "2", "--output-dir", str(init_dir), "--resume", "--w-num-bits", "2",
-                 "--a-num-bits", "2", "--act-step-init", "mse", *common]) == 2
-    assert "was made with --act-step-init lsq, not mse" in capsys.readouterr().err
+                 "--a-num-bits", "2", "--act-step-init", "lsq", *common]) == 2
+    assert "was made with --act-step-init mse, not lsq" in capsys.readouterr().err
     assert main(["lsq-qat", "--epochs", "2", "--output-dir", str(init_dir), "--resume", "--w-num-bits", "2",
                  "--a-num-bits", "2", *common]) == 0  # the start model is not needed to resume
     bn_dir = tmp_path / "qat-bn"

@@ -503,8 +503,9 @@ class LsqQatConfig(LsqTrainingOptions):
                                              "every conv re-quantizes its input to --a-num-bits", check=_lsq_bits)
     weight_step_init: str = option("lsq", "how weight steps start: lsq = 2 mean|w| / sqrt(Qp) (the paper's), mse = the "
                                           "step of least quantization error", choices=_step_inits)
-    act_step_init: str = option("lsq", "how activation steps start on the calibration batch (same rules)",
-                                choices=_step_inits)
+    act_step_init: str = option("mse", "how activation steps start on the calibration batch (same rules; ReLU "
+                                       "outputs are sparse, so the paper's rule lands far from the least-error "
+                                       "step)", choices=_step_inits)
     keep_bn: bool = option(False, "train every conv with its BatchNorm (batch statistics, as the LSQ paper does) and "
                                   "fold BN into per-channel multipliers and the int32 bias only at export")
     lr: float = option(0.001, "peak learning rate (with BN folded the QAT net has no normalisation and diverges "

@@ -21,14 +21,14 @@ for cfg in "8 2" "4 3" "2 4"; do
   set -- $cfg
   out=runs/lsq/resnet_cifar10-w$1a$1
   run $out $LSQ lsq-qat --model resnet_cifar10 --float-checkpoint $FLOAT/checkpoint.pt \
-    --w-num-bits $1 --a-num-bits $1 --epochs $2 --output-dir $out --device cpu --workers 1
+    --w-num-bits $1 --a-num-bits $1 --epochs $2 --act-step-init lsq --output-dir $out --device cpu --workers 1
   cp $out/metrics.json $R/qat-w$1a$1.json
   [ -f $R/infer-w$1a$1.json ] || $LSQ lsq-infer --checkpoint $out/checkpoint.pt --workers 1 --json $R/infer-w$1a$1.json
 done
 # a longer W2A2 run (7 QAT epochs)
 out=runs/lsq/resnet_cifar10-w2a2-e7
 run $out $LSQ lsq-qat --model resnet_cifar10 --float-checkpoint $FLOAT/checkpoint.pt \
-  --w-num-bits 2 --a-num-bits 2 --epochs 7 --output-dir $out --device cpu --workers 1
+  --w-num-bits 2 --a-num-bits 2 --epochs 7 --act-step-init lsq --output-dir $out --device cpu --workers 1
 cp $out/metrics.json $R/qat-w2a2-e7.json
 [ -f $R/infer-w2a2-e7.json ] || $LSQ lsq-infer --checkpoint $out/checkpoint.pt --workers 1 --json $R/infer-w2a2-e7.json
 python benchmarks/bench_lsq.py --threads 1 --batch-size 256 --float-checkpoint $FLOAT/checkpoint.pt \

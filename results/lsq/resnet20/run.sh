@@ -12,6 +12,7 @@
 # rule searched only 0.05-2x the paper's step; the current rule gives other runs, so their lines are gone.
 # The float model also ships as zoo/lsq/resnet_cifar10_float.pt, which lsq-qat --float-checkpoint takes directly
 # (it holds no optimizer state, so it cannot stand in for $L-float/checkpoint.pt here); this script retrains it.
+# The earlier lines name --act-step-init lsq: it was lsq-qat's default when they ran (mse is, since).
 # Usage: TRISEG_DATA_DIR=/path/to/cifar10 bash results/lsq/resnet20/run.sh
 # --amp (bfloat16 autocast) speeds float training about 1.9x on CPUs with native bf16 (AVX512-BF16/AMX); drop it elsewhere.
 set -euo pipefail
@@ -32,14 +33,14 @@ while read -r name bits epochs start extra; do
   cp $out/metrics.json $R/qat-$(basename $out).json
   python -m triseg lsq-infer --checkpoint $out/checkpoint.pt --workers 1 --json $R/infer-$(basename $out).json </dev/null
 done <<'RUNS'
-w8a8 8 3 float
-w4a4 4 6 float
-w4a4-pc 4 6 float --per-channel-weights
-w2a2-pc 2 15 float --per-channel-weights
-w2a2-pc-r8 2 15 float --per-channel-weights --residual-bits 8
-w4a4-pc-r8 4 6 float --per-channel-weights --residual-bits 8
-w2a2-pc-r8-bn-e8 2 8 float --per-channel-weights --residual-bits 8 --keep-bn --lr 0.01
-w2a2-pc-r8-from4-e6 2 6 w4a4-pc-r8 --per-channel-weights --residual-bits 8
+w8a8 8 3 float --act-step-init lsq
+w4a4 4 6 float --act-step-init lsq
+w4a4-pc 4 6 float --per-channel-weights --act-step-init lsq
+w2a2-pc 2 15 float --per-channel-weights --act-step-init lsq
+w2a2-pc-r8 2 15 float --per-channel-weights --residual-bits 8 --act-step-init lsq
+w4a4-pc-r8 4 6 float --per-channel-weights --residual-bits 8 --act-step-init lsq
+w2a2-pc-r8-bn-e8 2 8 float --per-channel-weights --residual-bits 8 --keep-bn --lr 0.01 --act-step-init lsq
+w2a2-pc-r8-from4-e6 2 6 w4a4-pc-r8 --per-channel-weights --residual-bits 8 --act-step-init lsq
 w4a4-pc-r8-mse-e8 4 8 float --per-channel-weights --residual-bits 8 --weight-step-init mse --act-step-init mse
 w2a2-pc-r8-amse-e20 2 20 float --per-channel-weights --residual-bits 8 --act-step-init mse
 w4a4-pc-r8-mse-kd-e8 4 8 float --per-channel-weights --residual-bits 8 --weight-step-init mse --act-step-init mse --teacher runs/lsq/resnet20-float/checkpoint.pt
