@@ -22,6 +22,10 @@ L=runs/lsq/resnet20
 python -m triseg lsq-train --model resnet_cifar10 --epochs 80 --amp --output-dir $L-float --workers 1 --device cpu \
   --resume-or-start
 cp $L-float/metrics.json $R/float.json
+# the same for 160 epochs (two threads; not yet the start of any QAT row)
+python -m triseg lsq-train --model resnet_cifar10 --epochs 160 --amp --output-dir $L-float-e160 --workers 2 \
+  --device cpu --resume-or-start
+cp $L-float-e160/metrics.json $R/float-e160.json
 # Each entry: run name, bits (weights = activations), QAT epochs, start (float, or the run to continue from),
 # extra lsq-qat options.
 while read -r name bits epochs start extra; do
