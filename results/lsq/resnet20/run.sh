@@ -26,6 +26,12 @@ cp $L-float/metrics.json $R/float.json
 python -m triseg lsq-train --model resnet_cifar10 --epochs 160 --amp --output-dir $L-float-e160 --workers 2 \
   --device cpu --resume-or-start
 cp $L-float-e160/metrics.json $R/float-e160.json
+python -m triseg lsq-qat --model resnet_cifar10 --float-checkpoint $L-float-e160/checkpoint.pt --w-num-bits 4 \
+  --a-num-bits 4 --epochs 8 --per-channel-weights --residual-bits 8 --weight-step-init mse --act-step-init mse \
+  --output-dir $L-e160-w4a4-pc-r8-mse-e8 --workers 2 --device cpu --resume-or-start </dev/null
+cp $L-e160-w4a4-pc-r8-mse-e8/metrics.json $R/qat-resnet20-e160-w4a4-pc-r8-mse-e8.json
+python -m triseg lsq-infer --checkpoint $L-e160-w4a4-pc-r8-mse-e8/checkpoint.pt --workers 2 \
+  --json $R/infer-resnet20-e160-w4a4-pc-r8-mse-e8.json </dev/null
 # Each entry: run name, bits (weights = activations), QAT epochs, start (float, or the run to continue from),
 # extra lsq-qat options.
 while read -r name bits epochs start extra; do
