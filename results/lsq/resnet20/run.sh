@@ -6,7 +6,7 @@
 # started at the least quantization error (--weight-step-init / --act-step-init mse), W4A4 (8) and W2A2 (20) again
 # distilled from the float model (--teacher), W2A2 (20) with BN kept in training at lr 0.003 (--keep-bn), the
 # distilled W4A4 for 12 epochs and the kept-BN W2A2 distilled; each compared with the integer engine on the test
-# split. One torch thread (the --teacher and kept-BN runs were made on two); rerun it to resume (every step
+# split. One torch thread (the --teacher, kept-BN and e160 runs were made on two); rerun it to resume (every step
 # continues its checkpoint).
 # The w4a4-pc-r8-mse (6 epochs) and w2a2-pc-r8-amse (15) files were made by this script at commit d7f22c1, whose mse
 # rule searched only 0.05-2x the paper's step; the current rule gives other runs, so their lines are gone.
@@ -22,21 +22,15 @@ L=runs/lsq/resnet20
 python -m triseg lsq-train --model resnet_cifar10 --epochs 80 --amp --output-dir $L-float --workers 1 --device cpu \
   --resume-or-start
 cp $L-float/metrics.json $R/float.json
-# the same for 160 epochs (two threads; not yet the start of any QAT row)
+# the same for 160 epochs (two threads)
 python -m triseg lsq-train --model resnet_cifar10 --epochs 160 --amp --output-dir $L-float-e160 --workers 2 \
   --device cpu --resume-or-start
 cp $L-float-e160/metrics.json $R/float-e160.json
-python -m triseg lsq-qat --model resnet_cifar10 --float-checkpoint $L-float-e160/checkpoint.pt --w-num-bits 4 \
-  --a-num-bits 4 --epochs 8 --per-channel-weights --residual-bits 8 --weight-step-init mse --act-step-init mse \
-  --output-dir $L-e160-w4a4-pc-r8-mse-e8 --workers 2 --device cpu --resume-or-start </dev/null
-cp $L-e160-w4a4-pc-r8-mse-e8/metrics.json $R/qat-resnet20-e160-w4a4-pc-r8-mse-e8.json
-python -m triseg lsq-infer --checkpoint $L-e160-w4a4-pc-r8-mse-e8/checkpoint.pt --workers 2 \
-  --json $R/infer-resnet20-e160-w4a4-pc-r8-mse-e8.json </dev/null
-# Each entry: run name, bits (weights = activations), QAT epochs, start (float, or the run to continue from),
-# extra lsq-qat options.
+# Each entry: run name, bits (weights = activations), QAT epochs, start (float or float-e160, or the run to
+# continue from), extra lsq-qat options.
 while read -r name bits epochs start extra; do
   out=$L-$name
-  if [ "$start" = float ]; then from="--float-checkpoint $L-float/checkpoint.pt"
+  if [ "${start%-e160}" = float ]; then from="--float-checkpoint $L-$start/checkpoint.pt"
   else from="--init-checkpoint $L-$start/checkpoint.pt"; fi
   python -m triseg lsq-qat --model resnet_cifar10 $from --w-num-bits $bits --a-num-bits $bits --epochs $epochs \
     $extra --output-dir $out --workers 1 --device cpu --resume-or-start </dev/null
@@ -58,4 +52,5 @@ w2a2-pc-r8-amse-kd-e20 2 20 float --per-channel-weights --residual-bits 8 --act-
 w2a2-pc-r8-amse-bn-lr003-e20 2 20 float --per-channel-weights --residual-bits 8 --act-step-init mse --keep-bn --lr 0.003
 w4a4-pc-r8-mse-kd-e12 4 12 float --per-channel-weights --residual-bits 8 --weight-step-init mse --act-step-init mse --teacher runs/lsq/resnet20-float/checkpoint.pt
 w2a2-pc-r8-amse-bn-lr003-kd-e20 2 20 float --per-channel-weights --residual-bits 8 --act-step-init mse --keep-bn --lr 0.003 --teacher runs/lsq/resnet20-float/checkpoint.pt
+e160-w4a4-pc-r8-mse-e8 4 8 float-e160 --per-channel-weights --residual-bits 8 --weight-step-init mse --act-step-init mse
 RUNS
