@@ -206,13 +206,14 @@ def _code_source(by_name: dict[str, Op], name: str) -> str:
 
 def to_qat(net: GraphNet, w_bits: int, a_bits: int, first_last_bits: int = 8,
            per_channel_weights: bool = False, keep_bn: bool = False, residual_bits: int | None = None,
-           weight_step_init: str = "lsq", act_step_init: str = "lsq") -> QuantNet:
+           weight_step_init: str = "lsq", act_step_init: str = "mse") -> QuantNet:
     """Fold BN and wrap every layer with LSQ quantizers (see the module docstring for the policy);
     ``per_channel_weights`` gives every conv one weight step per output channel; ``keep_bn`` trains
     each conv with its BatchNorm and folds it only for inference (:class:`QuantLayer`);
     ``residual_bits`` (default ``a_bits``) is the width of the residual adds' outputs, and a conv that
     reads a wider tensor re-quantizes it to ``a_bits`` first; ``weight_step_init`` and ``act_step_init``
-    are the rules (:data:`~triseg.lsq.quantizer.STEP_INITS`) that start the weight and activation steps."""
+    are the rules (:data:`~triseg.lsq.quantizer.STEP_INITS`) that start the weight and activation steps
+    (defaults as ``lsq-qat``'s)."""
     residual_bits = a_bits if residual_bits is None else residual_bits
     for bits, option in ((w_bits, "--w-num-bits"), (a_bits, "--a-num-bits"), (first_last_bits, "--first-last-bits"),
                          (residual_bits, "--residual-bits")):
