@@ -10,12 +10,15 @@ import pytest
 import torch
 
 from triseg import artifacts, quant
-from triseg.data import Split, batches, load_cifar10
+from triseg.data import DATA_ENV, Split, batches, load_cifar10
 from triseg.models import build_model
 
 REAL_DATA = Path(os.environ.get("TRISEG_TEST_DATA",
                                 Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"))
 
+# The suite reads the shipped sample unless a test names its data (the real archive: $TRISEG_TEST_DATA), so a
+# developer's $TRISEG_DATA_DIR must not change what a test reads, in-process or in a subprocess.
+os.environ.pop(DATA_ENV, None)
 warnings.filterwarnings("ignore", message=r".*(deprecated|TypedStorage).*")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

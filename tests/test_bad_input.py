@@ -583,7 +583,6 @@ def check_fails_cleanly(argv: list[str], b: Path, immutable: bool, capsys: pytes
     if not immutable and any("immutable" in a or "immfile" in a for a in argv):
         pytest.skip("chattr +i is not permitted here")
     monkeypatch.chdir(b / "cwd")
-    monkeypatch.delenv("TRISEG_DATA_DIR", raising=False)
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value.replace("{bad}", str(b)))
     roots = [b, artifacts.ZOO_DIR, SAMPLE_ARCHIVE.parent, Path.home() / ".cache" / "triseg"]

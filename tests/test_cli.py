@@ -153,7 +153,6 @@ def test_eval_runs_teacher_and_student_once_over_test(tmp_path, monkeypatch, cap
 
     count = select.count
     monkeypatch.setattr(select, "count", counting)
-    monkeypatch.delenv("TRISEG_DATA_DIR", raising=False)
     assert main(["eval_ppo_int8", "--model", "lenet5", "--config-path", str(path), "--output-dir",
                  str(tmp_path), "--batch-size", "40"]) == 0
     assert sorted(calls) == [0, 1]

@@ -23,7 +23,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("TRISEG_CRASH_SEED", "16"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-ENV.pop("TRISEG_DATA_DIR", None)
 
 TRAIN = ["train_float", "--model", "lenet5", "--epochs", "6", "--max-train-batches", "6", "--batch-size", "32",
          "--val-size", "48", "--seed", "1", "--workers", "1"]
