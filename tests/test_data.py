@@ -52,7 +52,7 @@ def test_image_folder_tree_and_archives_agree(tmp_path):
     assert from_dir.classes == CLASSES
     assert from_dir.train.x.dtype == torch.uint8 and from_dir.train.x.shape[1:] == (3, 32, 32)
     assert len(from_dir.train) + len(from_dir.val) == 12 and len(from_dir.test) == 12
-    pixels = np.asarray(Image.open(tree / "test" / "cat" / "0000.png")).transpose(2, 0, 1)
+    pixels = np.array(Image.open(tree / "test" / "cat" / "0000.png")).transpose(2, 0, 1)
     assert torch.equal(from_dir.test.x[0], torch.from_numpy(pixels))
 
 
