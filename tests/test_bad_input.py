@@ -217,6 +217,12 @@ RUNTIME = [
          expect="batches.meta is missing"),
     case("pickles-bad-labels", "eval_int8", "--model", "lenet5", "--data-dir", "{bad}/badlabels",
          expect="labels outside"),
+    case("pickles-of-twelve-classes", "eval_int8", "--model", "lenet5", "--data-dir", "{bad}/twelve",
+         expect="has 12 classes (c0, c1, c2"),
+    case("tree-of-two-classes", "train_float", "--model", "lenet5", "--data-dir", "{bad}/twoclasses", "--val-size",
+         "2", expect="has 2 classes (cat, dog); the models predict 10"),
+    case("search-on-two-classes", "search", "--model", "lenet5", "--data-dir", "{bad}/twoclasses", "--val-size", "2",
+         expect="the models predict 10"),
     case("empty-data-folder", "train_float", "--model", "lenet5", "--data-dir", "{bad}/afolder",
          expect="has no train/ folder"),
     case("unreadable-image", "eval_int8", "--model", "lenet5", "--data-dir", "{bad}/badimg",
@@ -457,6 +463,8 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
         _garbage(b / "pickles" / "cifar-10-batches-py" / name)
     _garbage(b / "nometa" / "cifar-10-batches-py" / "data_batch_1")
     _cifar_pickles(b / "badlabels", label=12)
+    _cifar_pickles(b / "twelve", label=11, classes=12)
+    _image_tree(b / "twoclasses", ["cat", "dog"])
     _garbage(b / "badimg" / "train" / "cat" / "a.png")
     _garbage(b / "badimg" / "test" / "cat" / "b.png")
     _truncated(LENET_TEACHER, b / "trunc.pth")
@@ -538,8 +546,8 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
     os.chmod(b / "readonly", 0o755)
 
 
-def _cifar_pickles(root: Path, label: int) -> None:
-    """A cifar-10-batches-py folder whose labels lie outside the classes."""
+def _cifar_pickles(root: Path, label: int, classes: int = 10) -> None:
+    """A cifar-10-batches-py folder of ``classes`` class names whose batches hold images of labels ``label`` and 0."""
     import pickle
 
     folder = root / "cifar-10-batches-py"
@@ -547,7 +555,18 @@ def _cifar_pickles(root: Path, label: int) -> None:
     batch = {"data": [[0] * 3072] * 2, "labels": [label, 0]}
     for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
         (folder / name).write_bytes(pickle.dumps(batch))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(classes)]}))
+
+
+def _image_tree(root: Path, classes: list[str]) -> None:
+    """A train/ and test/ ImageFolder tree of good 32x32 PNGs, four per class in train and one in test."""
+    from PIL import Image
+
+    for split, n in (("train", 4), ("test", 1)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), (i * 40, 90, 200)).save(root / split / c / f"{i}.png")
 
 
 def snapshot(roots: list[Path]) -> dict[str, tuple[int, int] | str]:

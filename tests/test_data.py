@@ -69,6 +69,17 @@ def test_cache_is_written_and_reused(tmp_path):
     assert len(first.test) == 12
 
 
+def test_a_class_count_other_than_the_models_is_refused_before_the_cache_is_written(tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    classes = load_cifar10(tree, val_size=0).classes
+    archive = make_tar(tree, tmp_path / "d.tar", "w")
+    expected = rf"has {len(classes)} classes \({', '.join(classes)}\); the models predict 10"
+    with pytest.raises(TrisegError, match=expected):
+        load_cifar10(archive, val_size=0, num_classes=10)
+    assert not list(tmp_path.glob(".d.tar.triseg-cache-*.pt"))
+    assert load_cifar10(archive, val_size=0, num_classes=len(classes)).classes == classes
+
+
 def test_cifar_pickle_layout(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()

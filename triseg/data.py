@@ -73,14 +73,20 @@ def load_cifar10(
     val_size: int | None = None,
     download: bool = False,
     split_seed: int = 0,
+    num_classes: int | None = None,
 ) -> Cifar10:
     """Load CIFAR-10 from any supported layout and carve a stratified validation split.
 
-    ``val_size`` defaults to 5,000 images, or 10 % of a smaller training split.
+    ``val_size`` defaults to 5,000 images, or 10 % of a smaller training split; ``num_classes``, when
+    given, is the number of classes the data must have (a model's output width).
     """
     path = resolve_data_dir(data_dir)
     raw, save_cache = _load_raw(path, download)
     (train_x, train_y), (test_x, test_y), classes = raw
+    if num_classes is not None and len(classes) != num_classes:
+        shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
+        noun = "class" if len(classes) == 1 else "classes"
+        raise TrisegError(f"{path} has {len(classes)} {noun} ({shown}); the models predict {num_classes}")
     if val_size is None:
         val_size = min(5000, len(train_y) // 10)
     if not 0 <= val_size < len(train_y):

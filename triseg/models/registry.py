@@ -35,6 +35,10 @@ def model_class(name: str) -> type[TapModel]:
         raise TrisegError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
 
 
-def build_model(name: str, num_classes: int = 10) -> TapModel:
+NUM_CLASSES = 10
+"""The registered models' output width: CIFAR-10's classes (the pipeline's data must have as many)."""
+
+
+def build_model(name: str, num_classes: int = NUM_CLASSES) -> TapModel:
     """A fresh float model."""
     return model_class(name)(num_classes=num_classes)

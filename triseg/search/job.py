@@ -24,6 +24,7 @@ from triseg.errors import TrisegError
 from triseg.hardware.cost import HardwareReport, count
 from triseg.hardware.energy import DEFAULT_TABLE, load_table
 from triseg.jobs import DataOptions, FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
+from triseg.models import NUM_CLASSES
 from triseg.paths import check_output_dir, check_output_file
 from triseg.runlog import set_threads, tensorboard_writer
 from triseg.search import space as space_mod
@@ -50,8 +51,8 @@ class SearchRun:
 
 
 def load_data(opts: DataOptions) -> Cifar10:
-    """The CIFAR-10 splits named by the data options."""
-    return load_cifar10(opts.data_dir, val_size=opts.val_size, download=opts.download)
+    """The CIFAR-10 splits named by the data options; an error unless they have the models' classes."""
+    return load_cifar10(opts.data_dir, val_size=opts.val_size, download=opts.download, num_classes=NUM_CLASSES)
 
 
 def teacher_for(cfg: SearchConfig | SupervisedJobConfig | FinalTestConfig) -> Teacher:
