@@ -93,10 +93,15 @@ def test_cifar_pickle_layout(tmp_path):
     assert data.classes[3] == "c3"
 
 
-@pytest.mark.parametrize("case", ["missing", "no_test", "classes", "unreadable", "not_archive"])
+@pytest.mark.parametrize("case", ["missing", "no_test", "classes", "unreadable", "not_archive", "tiff_only"])
 def test_bad_inputs_give_one_line_errors(tmp_path, case):
     if case == "missing":
         target, expect = tmp_path / "nope", "does not exist"
+    elif case == "tiff_only":
+        tree = make_tree(tmp_path / "tree")
+        for png in tree.glob("*/*/*.png"):
+            png.rename(png.with_suffix(".tiff"))
+        target, expect = tree, "no images found under train/ in " + str(tree) + " (image files end in .bmp, .jpeg"
     elif case == "no_test":
         tree = make_tree(tmp_path / "tree")
         (tmp_path / "only").mkdir()

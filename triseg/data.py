@@ -335,7 +335,8 @@ def _load_image_folder(path: Path) -> RawSplits:
                 xs.append(_decode(data, name))
                 ys.append(label)
         if not xs:
-            raise TrisegError(f"no images found under {split}/ in {path}")
+            raise TrisegError(f"no images found under {split}/ in {path} (image files end in "
+                              f"{', '.join(sorted(IMAGE_SUFFIXES))})")
         out.append((torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.int64)))
     return out[0], out[1], classes
 
