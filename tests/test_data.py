@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from triseg.data import Split, augment, batches, load_cifar10, stratified_split
+from triseg.data import CIFAR10_CLASSES, Split, augment, batches, load_cifar10, stratified_split
 from triseg.errors import TrisegError
 
 CLASSES = ["cat", "dog", "frog"]
@@ -69,15 +70,22 @@ def test_cache_is_written_and_reused(tmp_path):
     assert len(first.test) == 12
 
 
-def test_a_class_count_other_than_the_models_is_refused_before_the_cache_is_written(tmp_path):
+def test_other_classes_than_the_models_are_refused_before_the_cache_is_written(tmp_path):
     tree = make_tree(tmp_path / "tree")
     classes = load_cifar10(tree, val_size=0).classes
     archive = make_tar(tree, tmp_path / "d.tar", "w")
-    expected = rf"has {len(classes)} classes \({', '.join(classes)}\); the models predict 10"
+    expected = rf"has {len(classes)} classes \({', '.join(classes)}\); the models predict 10 \(airplane, "
     with pytest.raises(TrisegError, match=expected):
-        load_cifar10(archive, val_size=0, num_classes=10)
+        load_cifar10(archive, val_size=0, expect_classes=CIFAR10_CLASSES)
     assert not list(tmp_path.glob(".d.tar.triseg-cache-*.pt"))
-    assert load_cifar10(archive, val_size=0, num_classes=len(classes)).classes == classes
+    renamed = [f"n{i}" for i in range(len(classes))]
+    warning = (rf"classes are {', '.join(classes)}, not n0, n1, .*: its i-th class is scored as the models' i-th "
+               rf"\({classes[0]} as n0, {classes[1]} as n1, ...\)")
+    with pytest.warns(UserWarning, match=warning):
+        assert load_cifar10(archive, val_size=0, expect_classes=renamed).classes == classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_cifar10(archive, val_size=0, expect_classes=classes).classes == classes
 
 
 def test_cifar_pickle_layout(tmp_path):

@@ -11,10 +11,11 @@ import pickle
 import re
 import sys
 import tarfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from triseg.paths import atomic_open, clean_stale_temps, pid_alive
 
 DATA_ENV = "TRISEG_DATA_DIR"
 SAMPLE_ARCHIVE = Path(__file__).parent / "assets" / "cifar10-sample.tar.gz"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+"""CIFAR-10's classes in label order (also their sorted order, which an ImageFolder tree's labels follow)."""
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
@@ -73,20 +76,19 @@ def load_cifar10(
     val_size: int | None = None,
     download: bool = False,
     split_seed: int = 0,
-    num_classes: int | None = None,
+    expect_classes: Sequence[str] | None = None,
 ) -> Cifar10:
     """Load CIFAR-10 from any supported layout and carve a stratified validation split.
 
-    ``val_size`` defaults to 5,000 images, or 10 % of a smaller training split; ``num_classes``, when
-    given, is the number of classes the data must have (a model's output width).
+    ``val_size`` defaults to 5,000 images, or 10 % of a smaller training split. ``expect_classes``, when
+    given, are the classes a model predicts, in label order: other data than that many classes is an
+    error, other names a warning (label i is the data's i-th class, whatever its name).
     """
     path = resolve_data_dir(data_dir)
     raw, save_cache = _load_raw(path, download)
     (train_x, train_y), (test_x, test_y), classes = raw
-    if num_classes is not None and len(classes) != num_classes:
-        shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
-        noun = "class" if len(classes) == 1 else "classes"
-        raise TrisegError(f"{path} has {len(classes)} {noun} ({shown}); the models predict {num_classes}")
+    if expect_classes is not None:
+        _check_classes(path, classes, list(expect_classes))
     if val_size is None:
         val_size = min(5000, len(train_y) // 10)
     if not 0 <= val_size < len(train_y):
@@ -101,6 +103,22 @@ def load_cifar10(
         classes=classes,
         source=str(path),
     )
+
+
+def _listed(names: list[str], limit: int = 12) -> str:
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+def _check_classes(path: Path, classes: list[str], expected: list[str]) -> None:
+    """An error unless the data has as many classes as expected; a warning when their names differ."""
+    if len(classes) != len(expected):
+        noun = "class" if len(classes) == 1 else "classes"
+        raise TrisegError(f"{path} has {len(classes)} {noun} ({_listed(classes)}); the models predict "
+                          f"{len(expected)} ({_listed(expected)})")
+    if classes != expected:
+        pairs = ", ".join(f"{c} as {e}" for c, e in zip(classes[:2], expected))
+        warnings.warn(f"{path}'s classes are {_listed(classes)}, not {_listed(expected)}: its i-th class is scored "
+                      f"as the models' i-th ({pairs}, ...)")
 
 
 def stratified_split(y: torch.Tensor, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

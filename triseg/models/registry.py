@@ -6,6 +6,7 @@ entry to ``MODELS`` below.
 
 from __future__ import annotations
 
+from triseg.data import CIFAR10_CLASSES
 from triseg.errors import TrisegError
 from triseg.models.alexnet import AlexNet
 from triseg.models.base import TapModel
@@ -35,10 +36,6 @@ def model_class(name: str) -> type[TapModel]:
         raise TrisegError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
 
 
-NUM_CLASSES = 10
-"""The registered models' output width: CIFAR-10's classes (the pipeline's data must have as many)."""
-
-
-def build_model(name: str, num_classes: int = NUM_CLASSES) -> TapModel:
+def build_model(name: str, num_classes: int = len(CIFAR10_CLASSES)) -> TapModel:
     """A fresh float model."""
     return model_class(name)(num_classes=num_classes)

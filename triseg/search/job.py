@@ -17,14 +17,13 @@ import torch
 from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.intsim import simulate
 from triseg.artifacts import write_json
-from triseg.data import Cifar10, Split, load_cifar10
+from triseg.data import CIFAR10_CLASSES, Cifar10, Split, load_cifar10
 from triseg.analysis.sensitivity import search_output_dir
 from triseg.artifacts import resume_from
 from triseg.errors import TrisegError
 from triseg.hardware.cost import HardwareReport, count
 from triseg.hardware.energy import DEFAULT_TABLE, load_table
 from triseg.jobs import DataOptions, FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
-from triseg.models import NUM_CLASSES
 from triseg.paths import check_output_dir, check_output_file
 from triseg.runlog import set_threads, tensorboard_writer
 from triseg.search import space as space_mod
@@ -52,7 +51,8 @@ class SearchRun:
 
 def load_data(opts: DataOptions) -> Cifar10:
     """The CIFAR-10 splits named by the data options; an error unless they have the models' classes."""
-    return load_cifar10(opts.data_dir, val_size=opts.val_size, download=opts.download, num_classes=NUM_CLASSES)
+    return load_cifar10(opts.data_dir, val_size=opts.val_size, download=opts.download,
+                        expect_classes=CIFAR10_CLASSES)
 
 
 def teacher_for(cfg: SearchConfig | SupervisedJobConfig | FinalTestConfig) -> Teacher:
