@@ -70,6 +70,17 @@ def test_cache_is_written_and_reused(tmp_path):
     assert len(first.test) == 12
 
 
+def test_splits_one_folder_down_read_the_same(tmp_path):
+    plain = load_cifar10(make_tree(tmp_path / "plain"), val_size=0)
+    make_tree(tmp_path / "outer" / "cifar10")
+    archive = tmp_path / "wrapped.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "outer" / "cifar10", arcname="cifar10")
+    for wrapped in (load_cifar10(tmp_path / "outer", val_size=0), load_cifar10(archive, val_size=0)):
+        assert wrapped.classes == plain.classes
+        assert torch.equal(wrapped.train.x, plain.train.x) and torch.equal(wrapped.test.y, plain.test.y)
+
+
 def test_other_classes_than_the_models_are_refused_before_the_cache_is_written(tmp_path):
     tree = make_tree(tmp_path / "tree")
     classes = load_cifar10(tree, val_size=0).classes
@@ -101,10 +112,23 @@ def test_cifar_pickle_layout(tmp_path):
     assert data.classes[3] == "c3"
 
 
-@pytest.mark.parametrize("case", ["missing", "no_test", "classes", "unreadable", "not_archive", "tiff_only"])
+@pytest.mark.parametrize("case", ["missing", "no_test", "classes", "unreadable", "not_archive", "tiff_only",
+                                  "two_trees", "two_trees_archived", "two_down"])
 def test_bad_inputs_give_one_line_errors(tmp_path, case):
     if case == "missing":
         target, expect = tmp_path / "nope", "does not exist"
+    elif case.startswith("two_trees"):
+        make_tree(tmp_path / "both" / "a")
+        make_tree(tmp_path / "both" / "b")
+        target, expect = tmp_path / "both", "has train/ or test/ folders in several subfolders (a/, b/): pass one"
+        if case == "two_trees_archived":
+            with tarfile.open(tmp_path / "both.tar", "w") as tar:
+                for name in ("a", "b"):
+                    tar.add(tmp_path / "both" / name, arcname=name)
+            target, expect = tmp_path / "both.tar", "has train/ or test/ folders in several places (a/, b/): keep one"
+    elif case == "two_down":
+        make_tree(tmp_path / "deep" / "x" / "y")
+        target, expect = tmp_path / "deep", "has no train/ folder (expected train/<class>/*, test/<class>/*, at the top"
     elif case == "tiff_only":
         tree = make_tree(tmp_path / "tree")
         for png in tree.glob("*/*/*.png"):

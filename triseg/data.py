@@ -296,33 +296,66 @@ def _is_tarfile(path: Path) -> bool:
         return True  # a damaged archive: reading it names the problem
 
 
+SPLITS = ("train", "test")
+LAYOUT = "expected train/<class>/*, test/<class>/*, at the top or one folder down"
+
+
+def _split_member(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """(the folder above its split, its path from the split on) of an archive member, or None when the
+    member lies in no train/ or test/ folder at the archive's top or one folder down."""
+    parts = Path(name).parts
+    parts = parts[1:] if parts and parts[0] == "." else parts
+    for depth in (0, 1):
+        if len(parts) > depth and parts[depth] in SPLITS:
+            return "/".join(parts[:depth]), parts[depth:]
+    return None
+
+
 def _read_tar(path: Path, files: dict[str, dict[str, list[tuple[str, bytes]]]]) -> None:
-    """Collect ``train/<class>/*`` and ``test/<class>/*`` images of a tar archive into ``files``."""
+    """Collect ``train/<class>/*`` and ``test/<class>/*`` images of a tar archive into ``files`` (the
+    splits may sit in one top folder, as in an archive made from a ``cifar10/`` folder)."""
+    tops: set[str] = set()
     with tarfile.open(path) as tar:
         for member in tar:
-            parts = Path(member.name).parts
-            parts = parts[1:] if parts and parts[0] == "." else parts
-            if len(parts) >= 2 and parts[0] in files and member.isdir() and len(parts) == 2:
-                files[parts[0]].setdefault(parts[1], [])
-            if not member.isfile() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES:
+            found = _split_member(member.name)
+            if found is None:
                 continue
-            if len(parts) < 3 or parts[0] not in files:
+            top, parts = found
+            if member.isdir() and len(parts) == 2:
+                tops.add(top)
+                files[parts[0]].setdefault(parts[1], [])
+            if not member.isfile() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES or len(parts) < 3:
                 continue
             fh = tar.extractfile(member)
             if fh is None:
                 continue
+            tops.add(top)
             files[parts[0]].setdefault(parts[1], []).append((f"{path}:{member.name}", fh.read()))
+    if len(tops) > 1:
+        places = ", ".join(f"{t}/" if t else "the top" for t in sorted(tops))
+        raise TrisegError(f"archive {path} has train/ or test/ folders in several places ({places}): keep one")
+
+
+def _split_root(path: Path) -> Path:
+    """The folder holding ``train/`` and ``test/``: ``path`` itself, or its one subfolder that does."""
+    if any((path / split).is_dir() for split in SPLITS):
+        return path
+    below = [p for p in sorted(path.iterdir()) if p.is_dir() and any((p / split).is_dir() for split in SPLITS)]
+    if len(below) > 1:
+        raise TrisegError(f"{path} has train/ or test/ folders in several subfolders "
+                          f"({', '.join(p.name + '/' for p in below)}): pass one of them")
+    return below[0] if below else path
 
 
 def _load_image_folder(path: Path) -> RawSplits:
     """Read ``train/<class>/*`` and ``test/<class>/*`` from a folder or a .tar/.tar.gz archive."""
-    files: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
+    files: dict[str, dict[str, list[tuple[str, bytes]]]] = {split: {} for split in SPLITS}
     if path.is_dir():
+        root = _split_root(path)
         for split in files:
-            root = path / split
-            if not root.is_dir():
-                raise TrisegError(f"{path} has no {split}/ folder (expected train/<class>/*, test/<class>/*)")
-            for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            if not (root / split).is_dir():
+                raise TrisegError(f"{path} has no {split}/ folder ({LAYOUT})")
+            for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
                 files[split][cls_dir.name] = [
                     (str(f), _read_bytes(f)) for f in sorted(cls_dir.iterdir())
                     if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
@@ -335,7 +368,7 @@ def _load_image_folder(path: Path) -> RawSplits:
                               f"it again") from None
         for split in files:
             if not files[split]:
-                raise TrisegError(f"archive {path} has no {split}/ folder (expected train/<class>/*, test/<class>/*)")
+                raise TrisegError(f"archive {path} has no {split}/ folder ({LAYOUT})")
     else:
         raise TrisegError(f"{path} is neither a folder nor a .tar/.tar.gz archive")
 
