@@ -32,6 +32,8 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
+SPLITS = ("train", "test")
+LAYOUT = "expected train/<class>/*, test/<class>/*, at the top or one folder down"
 CACHE_VERSION = 1
 
 
@@ -106,6 +108,7 @@ def load_cifar10(
 
 
 def _listed(names: list[str], limit: int = 12) -> str:
+    """The first ``limit`` names, comma-separated."""
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
@@ -294,10 +297,6 @@ def _is_tarfile(path: Path) -> bool:
         return path.is_file() and tarfile.is_tarfile(path)
     except (OSError, EOFError, zlib.error, tarfile.TarError):
         return True  # a damaged archive: reading it names the problem
-
-
-SPLITS = ("train", "test")
-LAYOUT = "expected train/<class>/*, test/<class>/*, at the top or one folder down"
 
 
 def _split_member(name: str) -> tuple[str, tuple[str, ...]] | None:
