@@ -36,6 +36,7 @@ from triseg.data import SAMPLE_ARCHIVE, load_cifar10
 from triseg.options import INT_MAX, Options, PathCheck, choices_of, flag
 
 from test_analysis import CONFIG, write_config
+from test_data import make_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = all_modes()
@@ -464,7 +465,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
     _garbage(b / "nometa" / "cifar-10-batches-py" / "data_batch_1")
     _cifar_pickles(b / "badlabels", label=12)
     _cifar_pickles(b / "twelve", label=11, classes=12)
-    _image_tree(b / "twoclasses", ["cat", "dog"])
+    make_tree(b / "twoclasses", classes=["cat", "dog"])
     _garbage(b / "badimg" / "train" / "cat" / "a.png")
     _garbage(b / "badimg" / "test" / "cat" / "b.png")
     _truncated(LENET_TEACHER, b / "trunc.pth")
@@ -556,17 +557,6 @@ def _cifar_pickles(root: Path, label: int, classes: int = 10) -> None:
     for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
         (folder / name).write_bytes(pickle.dumps(batch))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(classes)]}))
-
-
-def _image_tree(root: Path, classes: list[str]) -> None:
-    """A train/ and test/ ImageFolder tree of good 32x32 PNGs, four per class in train and one in test."""
-    from PIL import Image
-
-    for split, n in (("train", 4), ("test", 1)):
-        for c in classes:
-            (root / split / c).mkdir(parents=True)
-            for i in range(n):
-                Image.new("RGB", (32, 32), (i * 40, 90, 200)).save(root / split / c / f"{i}.png")
 
 
 def snapshot(roots: list[Path]) -> dict[str, tuple[int, int] | str]:
