@@ -120,12 +120,13 @@ def test_bad_inputs_give_one_line_errors(tmp_path, case):
     elif case.startswith("two_trees"):
         make_tree(tmp_path / "both" / "a")
         make_tree(tmp_path / "both" / "b")
-        target, expect = tmp_path / "both", "has train/ or test/ folders in several subfolders (a/, b/): pass one"
+        several = "has train/ or test/ folders in several places (a/, b/): "
+        target, expect = tmp_path / "both", several + "pass one of them as --data-dir"
         if case == "two_trees_archived":
             with tarfile.open(tmp_path / "both.tar", "w") as tar:
                 for name in ("a", "b"):
                     tar.add(tmp_path / "both" / name, arcname=name)
-            target, expect = tmp_path / "both.tar", "has train/ or test/ folders in several places (a/, b/): keep one"
+            target, expect = tmp_path / "both.tar", several + "keep one of them in the archive"
     elif case == "two_down":
         make_tree(tmp_path / "deep" / "x" / "y")
         target, expect = tmp_path / "deep", "has no train/ folder (expected train/<class>/*, test/<class>/*, at the top"

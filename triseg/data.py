@@ -332,7 +332,8 @@ def _read_tar(path: Path, files: dict[str, dict[str, list[tuple[str, bytes]]]]) 
             files[parts[0]].setdefault(parts[1], []).append((f"{path}:{member.name}", fh.read()))
     if len(tops) > 1:
         places = ", ".join(f"{t}/" if t else "the top" for t in sorted(tops))
-        raise TrisegError(f"archive {path} has train/ or test/ folders in several places ({places}): keep one")
+        raise TrisegError(f"archive {path} has train/ or test/ folders in several places ({places}): "
+                          f"keep one of them in the archive")
 
 
 def _split_root(path: Path) -> Path:
@@ -341,8 +342,8 @@ def _split_root(path: Path) -> Path:
         return path
     below = [p for p in sorted(path.iterdir()) if p.is_dir() and any((p / split).is_dir() for split in SPLITS)]
     if len(below) > 1:
-        raise TrisegError(f"{path} has train/ or test/ folders in several subfolders "
-                          f"({', '.join(p.name + '/' for p in below)}): pass one of them")
+        raise TrisegError(f"{path} has train/ or test/ folders in several places "
+                          f"({', '.join(p.name + '/' for p in below)}): pass one of them as --data-dir")
     return below[0] if below else path
 
 
