@@ -288,6 +288,16 @@ RUNTIME = [
          expect="already evaluated"),
     case("final_test-not-a-result", "final_test", "--model", "lenet5", "--config-path", "{bad}/cfg.json",
          expect="not a search result"),
+    case("report-candidate-mistyped", "report", "--model", "lenet5", "--config-path", "{bad}/mistyped_candidate.json",
+         expect="$.validation.candidates[0].episode must be integer, not 'one'"),
+    case("pareto-front-mistyped", "pareto", "--config-path", "{bad}/mistyped_front.json",
+         expect="not a search result ($.pareto_front[0] must be object, not 3)"),
+    case("final_test-teacher-mistyped", "final_test", "--model", "lenet5", "--config-path",
+         "{bad}/mistyped_teacher.json", expect="$.teacher must be object"),
+    case("export-coverage-mistyped", "export", "--model", "lenet5", "--format", "c-header", "--config-path",
+         "{bad}/mistyped_coverage.json", expect="$.coverage.layers.conv1.mapped_share must be number"),
+    case("eval-config-deep", "eval_ppo_int8", "--model", "lenet5", "--config-path", "{bad}/deep.json",
+         expect="nested too deeply"),
     case("report-sensitivity-garbage", "report", "--model", "lenet5", "--config-path", "{bad}/cfg.json",
          "--sensitivity-file", "{bad}/garbage.json", expect="not valid JSON"),
     case("report-sensitivity-foreign", "report", "--model", "lenet5", "--config-path", "{bad}/cfg.json",
@@ -486,6 +496,13 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
                      validation={**validation, "candidates": candidates})
     (b / "res_history" / "tri_ppo_int_codes" / "r.history.json").write_text("{garbage")
     _garbage(b / "res_ckpt" / "checkpoints" / "lenet5__ppo__0__r.search.ckpt")
+    for name, fields in {"mistyped_candidate": {"validation": {**validation, "candidates": [{**candidates[0],
+                                                                                           "episode": "one"}]}},
+                         "mistyped_front": {"validation": validation, "pareto_front": [3]},
+                         "mistyped_teacher": {"validation": validation, "teacher": 5},
+                         "mistyped_coverage": {"coverage": {"layers": {"conv1": {"mapped_share": "most"}}}}}.items():
+        write_config(b / f"{name}.json", **fields)
+    (b / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (b / "sens_incomplete.json").write_text(json.dumps({"model": "lenet5", "layers": {k: {} for k in CONFIG}}))
     (b / "cost_unknown.json").write_text(json.dumps({"bogus": 1.0}))
     outs = b / "outs"

@@ -219,5 +219,7 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TrisegError(f"{what} {p} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise TrisegError(f"{what} {p} is nested too deeply to be read") from None
     except OSError as exc:
         raise TrisegError(f"{what} {p} cannot be read ({exc.strerror})") from None

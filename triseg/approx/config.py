@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any, Iterable
 
+from triseg.approx.schema import CONFIG_SCHEMA, check
 from triseg.errors import TrisegError
 from triseg.paths import read_json
 
@@ -113,11 +114,7 @@ class TrisegConfig:
 
     @classmethod
     def from_json(cls, obj: Any, source: str = "config") -> "TrisegConfig":
-        if not isinstance(obj, dict) or not isinstance(obj.get("layers"), dict):
-            raise TrisegError(f"{source}: not a triseg config (needs a 'layers' object)")
-        for key in ("model", "backend"):
-            if not isinstance(obj.get(key), str):
-                raise TrisegError(f"{source}: missing string key {key!r}")
+        check(obj, CONFIG_SCHEMA, source, "triseg config")
         extra = {k: v for k, v in obj.items() if k not in ("layers", "model", "backend")}
         layers = {name: LayerCodes.from_json(name, codes) for name, codes in obj["layers"].items()}
         return cls(obj["model"], obj["backend"], layers, extra)

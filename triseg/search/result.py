@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from triseg.approx.config import TrisegConfig, config_path
+from triseg.approx.schema import RESULT_SCHEMA, check
 from triseg.approx.student import Config
 from triseg.artifacts import write_json
-from triseg.errors import TrisegError
 from triseg.paths import read_json
 
 RESULT_DIR = "tri_ppo_int_codes"
@@ -123,23 +123,20 @@ class SearchResult:
 
     @classmethod
     def from_json(cls, obj: Any, source: str = "result") -> "SearchResult":
-        """Parse a result file's content; a one-line error names what is missing."""
+        """Parse a result file's content; a one-line error names what is missing or of the wrong type."""
+        check(obj, RESULT_SCHEMA, source, "search result")
         cfg = TrisegConfig.from_json(obj, source)
         extra = dict(cfg.extra)
-        try:
-            val = extra.pop("validation")
-            validation = Validation(float(val["acc_teacher"]), float(val["acc_student"]), float(val["acc_drop"]),
-                                    list(val.get("candidates", [])))
-            metrics = extra.pop("metrics", None)
-            agreement = extra.pop("test_top1_agreement_with_teacher", None)
-            test = None if metrics is None else TestMetrics(float(metrics["acc_teacher"]),
-                                                            float(metrics["acc_student"]),
-                                                            float(metrics["acc_drop"]),
-                                                            float("nan") if agreement is None else float(agreement))
-            return cls(cfg.model, cfg.backend, cfg.layers, str(extra.pop("selection", "")), validation,
-                       dict(extra.pop("coverage", {})), test, extra)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TrisegError(f"{source}: not a search result (bad or missing {exc})") from None
+        val = extra.pop("validation")
+        validation = Validation(float(val["acc_teacher"]), float(val["acc_student"]), float(val["acc_drop"]),
+                                list(val.get("candidates", [])))
+        metrics = extra.pop("metrics", None)
+        agreement = extra.pop("test_top1_agreement_with_teacher", None)
+        test = None if metrics is None else TestMetrics(float(metrics["acc_teacher"]), float(metrics["acc_student"]),
+                                                        float(metrics["acc_drop"]),
+                                                        float("nan") if agreement is None else float(agreement))
+        return cls(cfg.model, cfg.backend, cfg.layers, str(extra.pop("selection", "")), validation,
+                   dict(extra.pop("coverage", {})), test, extra)
 
     def write(self, path: str | Path) -> Path:
         """Write the JSON atomically."""
