@@ -352,6 +352,8 @@ RUNTIME = [
          "--zoo-dir", "{bad}/newlsqzoo", expect="is not a finished run"),
     case("zoo_add-damaged-manifest", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs", "--zoo-dir",
          "{bad}/zoo_badmanifest", expect="zoo manifest"),
+    case("zoo_add-deep-manifest", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs", "--zoo-dir",
+         "{bad}/zoo_deepmanifest", expect="is nested too deeply to be read: repair it"),
     case("zoo_add-manifest-is-folder", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs", "--zoo-dir",
          "{bad}/zoo_manifest_dir", expect="is a folder"),
     case("zoo_add-no-evaluation", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs_trunc", "--zoo-dir",
@@ -531,6 +533,8 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
     torch.save({**blob, "backend": "tpu"}, b / "outs_foreign" / "lenet5_qat_preconvert.pth")
     (b / "zoo_badmanifest").mkdir()
     (b / "zoo_badmanifest" / "manifest.json").write_text("{broken")
+    (b / "zoo_deepmanifest").mkdir()
+    shutil.copyfile(b / "deep.json", b / "zoo_deepmanifest" / "manifest.json")
     (b / "zoo_manifest_dir" / "manifest.json").mkdir(parents=True)
     _truncated(LENET_TEACHER, b / "run_trunc" / "checkpoints" / "lenet5_float.ckpt")
     _garbage(b / "run_garbage" / "checkpoints" / "lenet5__ppo__0__result.search.ckpt")

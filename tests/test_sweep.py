@@ -230,6 +230,9 @@ BAD_SPECS = {
     "unknown-shared-option": (SPEC.replace('"--top-k"', '"--flux", "--top-k"'), "unrecognized arguments: --flux"),
     "unknown-key": (SPEC + 'colour = "red"\n', "unknown keys colour"),
     "negative-curve-points": (SPEC.replace("curve_points = 3", "curve_points = -1"), "curve_points must be an"),
+    "options-unbalanced-quote": ("\n".join('options = "--top-k \'2"' if line.startswith("options") else line
+                                           for line in SPEC.splitlines()), "cannot be split into words"),
+    "nested-too-deeply": (SPEC + "deep = " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply"),
 }
 
 

@@ -208,18 +208,20 @@ def os_error_line(exc: OSError) -> str:
     return f"{name}: {what}" + (f" ({hint})" if hint else "") if name else what + (f" ({hint})" if hint else "")
 
 
-def read_json(path: str | os.PathLike, what: str) -> Any:
-    """The JSON in ``path``; a missing, unreadable or damaged file is one line naming ``what``."""
+def read_json(path: str | os.PathLike, what: str, fix: str = "") -> Any:
+    """The JSON in ``path``; a missing, unreadable or damaged file is one line naming ``what`` (and ``fix``,
+    what to do about it, when given)."""
     p = Path(path)
+    tail = f": {fix}" if fix else ""
     if not p.exists():
-        raise TrisegError(f"{what} {p} not found")
+        raise TrisegError(f"{what} {p} not found{tail}")
     if not p.is_file():
-        raise TrisegError(f"{what} {p} is not a file")
+        raise TrisegError(f"{what} {p} is not a file{tail}")
     try:
         return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrisegError(f"{what} {p} is not valid JSON ({exc})") from None
+        raise TrisegError(f"{what} {p} is not valid JSON ({exc}){tail}") from None
     except RecursionError:
-        raise TrisegError(f"{what} {p} is nested too deeply to be read") from None
+        raise TrisegError(f"{what} {p} is nested too deeply to be read{tail}") from None
     except OSError as exc:
-        raise TrisegError(f"{what} {p} cannot be read ({exc.strerror})") from None
+        raise TrisegError(f"{what} {p} cannot be read ({exc.strerror}){tail}") from None

@@ -124,6 +124,8 @@ def _load_file(path: Path) -> dict[str, Any]:
             obj: Any = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise TrisegError(f"sweep spec {path} is not valid TOML ({exc})") from None
+        except RecursionError:
+            raise TrisegError(f"sweep spec {path} is nested too deeply to be read") from None
     elif suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -134,6 +136,8 @@ def _load_file(path: Path) -> dict[str, Any]:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise TrisegError(f"sweep spec {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        except RecursionError:
+            raise TrisegError(f"sweep spec {path} is nested too deeply to be read") from None
     else:
         raise TrisegError(f"sweep spec {path} must be a .toml, .yaml or .yml file")
     if not isinstance(obj, dict):
@@ -178,7 +182,10 @@ def load_spec(path: str | Path) -> Spec:
     if not isinstance(teacher_dir, str) or not teacher_dir:
         raise TrisegError(f"sweep spec {source}: teacher_dir must be a folder name")
     shared = obj.get("options", [])
-    shared = shlex.split(shared) if isinstance(shared, str) else shared
+    try:
+        shared = shlex.split(shared) if isinstance(shared, str) else shared
+    except ValueError as exc:
+        raise TrisegError(f"sweep spec {source}: options {shared!r} cannot be split into words ({exc})") from None
     if not isinstance(shared, list) or not all(isinstance(v, str) for v in shared):
         raise TrisegError(f"sweep spec {source}: options must be a list of strings (CLI spellings)")
     points = obj.get("curve_points", 0)

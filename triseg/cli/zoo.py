@@ -12,7 +12,6 @@ in zoo/lsq/ without its optimizer state, with its test accuracy, commands and sh
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,12 @@ from triseg.artifacts import write_json
 from triseg.cli.modes import Mode
 from triseg.errors import TrisegError
 from triseg.jobs import LsqZooAddConfig, ZooAddConfig
-from triseg.paths import check_output_file
+from triseg.paths import check_output_file, read_json
 
 
 def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
     """A JSON object from ``path``; a missing, unreadable or damaged file is a one-line error saying ``fix``."""
-    try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrisegError(f"{what} {path} is damaged ({exc}): {fix}") from None
+    obj = read_json(path, what, fix)
     if not isinstance(obj, dict):
         raise TrisegError(f"{what} {path} is not a JSON object: {fix}")
     return obj
