@@ -262,6 +262,40 @@ def test_verify_export_mode_reports_and_refuses_a_file_of_another_config(lenet_f
     assert report["runs"]["ort_opt_off"]["identical_logits"] == 100.0 and "optimised_ops" not in report
 
 
+def _tampered(model, meta: dict[str, str] | None = None, renamed_input: str | None = None, drop_nodes: bool = False):
+    """A copy of an exported model with some metadata replaced, its input renamed or its nodes removed."""
+    model = copy.deepcopy(model)
+    for prop in model.metadata_props:
+        key = prop.key.removeprefix("triseg.")
+        if meta and key in meta:
+            prop.value = meta[key]
+    if renamed_input:
+        old = model.graph.input[0].name
+        model.graph.input[0].name = renamed_input
+        for node in model.graph.node:
+            node.input[:] = [renamed_input if name == old else name for name in node.input]
+    if drop_nodes:
+        del model.graph.node[:]
+    return model
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (dict(meta={"teacher": "[1, 2]"}), "its triseg.teacher metadata is not a JSON object"),
+    (dict(meta={"layers": "{oops"}), "its triseg.layers metadata is not a JSON object"),
+    (dict(renamed_input="x"), "takes ['x'] and gives ['logits']"),
+    (dict(drop_nodes=True), "is not a valid ONNX model (Graph output"),
+], ids=["teacher-list", "layers-garbage", "input-renamed", "no-nodes"])
+def test_a_tampered_export_is_one_line(tamper, message, lenet_fbgemm, tmp_path, monkeypatch, capsys):
+    onnx = pytest.importorskip("onnx")
+    good = onnx.load(str(export(ExportRequest(lenet_fbgemm), "onnx", tmp_path / "teacher.onnx")))
+    onnx.save(_tampered(good, **tamper), str(tmp_path / "bad.onnx"))
+    argv = ["verify-export", "--model", "lenet5", "--output-dir", str(artifacts.ZOO_DIR), "--onnx",
+            str(tmp_path / "bad.onnx"), "--workers", "1", "--max-images", "8"]
+    assert _cli(argv, monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0] and "unexpected" not in err[0], err
+
+
 def test_missing_extra_is_a_one_line_error_naming_the_install_command(lenet_fbgemm, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(TrisegError, match=r"pip install -e '\.\[export\]'"):

@@ -173,17 +173,41 @@ def load_export(path: str | Path) -> tuple[Any, dict[str, str]]:
     meta = read_metadata(model)
     if "model" not in meta:
         raise TrisegError(f"--onnx {p} was not written by triseg export (no triseg metadata)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise TrisegError(f"--onnx {p} is not a valid ONNX model ({_first_line(exc)})") from None
+    inputs, outputs = [i.name for i in model.graph.input], [o.name for o in model.graph.output]
+    if inputs != [INPUT] or OUTPUT not in outputs:
+        raise TrisegError(f"--onnx {p} takes {inputs} and gives {outputs}; a triseg export takes [{INPUT!r}] and "
+                          f"gives {OUTPUT!r}")
     return model, meta
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def _meta_object(meta: dict[str, str], key: str, path: str | Path) -> dict[str, Any]:
+    """A JSON object held in the export's ``triseg.<key>`` metadata (empty when absent)."""
+    try:
+        obj = json.loads(meta.get(key, "{}"))
+    except (json.JSONDecodeError, RecursionError):
+        obj = None
+    if not isinstance(obj, dict):
+        raise TrisegError(f"--onnx {path}: its triseg.{key} metadata is not a JSON object (re-export the model)")
+    return obj
 
 
 def check_export(meta: dict[str, str], path: str | Path, teacher: Teacher, config: TrisegConfig | None) -> None:
     """The file must hold this teacher with exactly this config's maps."""
     if meta["model"] != teacher.name:
         raise TrisegError(f"{path} is an export of {meta['model']}, not {teacher.name}")
-    sha = json.loads(meta.get("teacher", "{}")).get("sha256")
+    sha = _meta_object(meta, "teacher", path).get("sha256")
     if sha != teacher.sha256:
         raise TrisegError(f"{path} was exported from another {teacher.name} teacher (sha256 {sha}), not {teacher.path}")
-    layers = json.loads(meta.get("layers", "{}"))
+    layers = _meta_object(meta, "layers", path)
     wanted = {} if config is None else {k: v.to_json() for k, v in config.layers.items()}
     if layers != wanted:
         source = meta.get("config_file") or "no config"
