@@ -662,6 +662,26 @@ def test_export_loads_without_training_code(tmp_path: Path) -> None:
         IntegerModel.load(tmp_path / "bad.pt")
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b.update(ops=b["ops"][:1]), "gives outputs of shape"),
+    (lambda b: b["ops"][1].update(inputs=["nowhere"]), "does not run (KeyError: 'nowhere')"),
+    (lambda b: b["ops"][0].update(bias=torch.zeros(3, dtype=torch.long)), "does not run (RuntimeError"),
+    (lambda b: b.update(input=None), "does not run (TypeError"),
+    (lambda b: b.update(input_shape=(3, 32)), "input shape (3, 32) is not (channels, height, width)"),
+    (lambda b: b.update(input_shape=(3, 10**6, 10**6)), "with sides in [1, 4096]"),
+    (lambda b: b["meta"].update(num_classes=100), "not (100,) logits"),
+    (lambda b: b.update(meta=None), "is damaged or not one (TypeError)"),
+], ids=["truncated", "dangling-input", "bias-shape", "no-input-step", "short-shape", "huge-shape", "classes",
+        "meta-none"])
+def test_an_integer_model_whose_ops_do_not_fit_is_one_line_at_load(edit, message, tmp_path: Path) -> None:
+    blob = export_integer(_qat_model("resnet_cifar10", 4, 4), (3, 32, 32))
+    edit(blob)
+    torch.save(blob, tmp_path / "int_model.pt")
+    with pytest.raises(TrisegError) as info:
+        IntegerModel.load(tmp_path / "int_model.pt")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
 def test_lsq_checkpoints_load_safely_and_refuse_other_files(tmp_path: Path) -> None:
     with pytest.raises(TrisegError, match="not found"):
         load_lsq_checkpoint(tmp_path / "missing.pt")

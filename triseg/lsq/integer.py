@@ -65,6 +65,7 @@ FORMAT = "triseg-lsq-int/2"  # /2 added per-channel multipliers; /1 files (per-t
 READABLE_FORMATS = (FORMAT, "triseg-lsq-int/1")
 INT32_LIMIT = 2**31
 FLOAT32_EXACT = 2**24
+MAX_INPUT_SIDE = 4096  # the largest image side (or channel count) an integer model file may declare
 
 
 def quantize_multiplier(m: float) -> tuple[int, int]:
@@ -172,7 +173,7 @@ class IntegerModel:
         self.input: dict = blob["input"]
         self.input_shape = tuple(blob["input_shape"])
         self.logit_scale = float(blob["logit_scale"])
-        self.meta: dict = blob["meta"]
+        self.meta: dict = dict(blob["meta"])
 
     @classmethod
     def load(cls, path: str | Path) -> "IntegerModel":
@@ -181,12 +182,34 @@ class IntegerModel:
         if not path.is_file():
             raise TrisegError(f"integer model {path} not found")
         try:
-            return cls(torch.load(path, map_location="cpu", weights_only=True))
+            engine = cls(torch.load(path, map_location="cpu", weights_only=True))
         except TrisegError as exc:
             raise TrisegError(f"{path}: {exc}") from None
         except Exception as exc:  # zip/pickle errors come in many types
             raise TrisegError(f"integer model {path} is damaged or not one ({type(exc).__name__}): export it "
                               f"again (lsq-qat or lsq-infer --export)") from None
+        engine.check_runs(path)
+        return engine
+
+    def check_runs(self, path: Path) -> None:
+        """Run one blank image through the ops: a file whose ops do not fit together is a one-line error here,
+        not a crash half-way through an evaluation."""
+        shape = self.input_shape
+        if len(shape) != 3 or not all(isinstance(d, int) and 0 < d <= MAX_INPUT_SIDE for d in shape):
+            raise TrisegError(f"integer model {path}: input shape {shape} is not (channels, height, width) with "
+                              f"sides in [1, {MAX_INPUT_SIDE}]")
+        try:
+            logits = self.run(torch.zeros(1, *shape))
+        except TrisegError as exc:
+            raise TrisegError(f"{path}: {exc}") from None
+        except Exception as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise TrisegError(f"integer model {path} does not run ({type(exc).__name__}: {detail}): export it "
+                              f"again (lsq-qat or lsq-infer --export)") from None
+        classes = self.meta.get("num_classes", logits.shape[-1])
+        if logits.shape != (1, classes):
+            raise TrisegError(f"integer model {path} gives outputs of shape {tuple(logits.shape[1:])} per image, not "
+                              f"({classes},) logits: export it again (lsq-qat or lsq-infer --export)")
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         """The only float step: normalised images to signed input codes (on the CPU, like the engine)."""
