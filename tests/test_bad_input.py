@@ -303,7 +303,9 @@ RUNTIME = [
     case("report-sensitivity-foreign", "report", "--model", "lenet5", "--config-path", "{bad}/cfg.json",
          "--sensitivity-file", "{bad}/list.json", expect="is not for this config"),
     case("report-sensitivity-incomplete", "report", "--model", "lenet5", "--config-path", "{bad}/cfg.json",
-         "--sensitivity-file", "{bad}/sens_incomplete.json", expect="lacks numbers"),
+         "--sensitivity-file", "{bad}/sens_incomplete.json", expect="not a file with the numbers the report needs"),
+    case("report-sensitivity-ranking-mistyped", "report", "--model", "lenet5", "--config-path", "{bad}/cfg.json",
+         "--sensitivity-file", "{bad}/sens_ranking.json", expect="($.ranking must be array, not 5)"),
     case("eval-cost-table-garbage", "eval_ppo_int8", "--model", "lenet5", "--config-path", "{bad}/cfg.json",
          "--cost-table", "{bad}/garbage.json", expect="cost table"),
     case("search-cost-table-unknown-key", "search", "--model", "lenet5", "--cost-table", "{bad}/cost_unknown.json",
@@ -506,6 +508,9 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
         write_config(b / f"{name}.json", **fields)
     (b / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (b / "sens_incomplete.json").write_text(json.dumps({"model": "lenet5", "layers": {k: {} for k in CONFIG}}))
+    sens = {"model": "lenet5", "split": "val", "images": 8, "acc_teacher": 50.0, "acc_student": 40.0, "drop_full": 10.0,
+            "ranking": 5, "layers": {k: {"drop_only": 1.0, "drop_all_but": 2.0, "recovered": 3.0} for k in CONFIG}}
+    (b / "sens_ranking.json").write_text(json.dumps(sens))
     (b / "cost_unknown.json").write_text(json.dumps({"bogus": 1.0}))
     outs = b / "outs"
     outs.mkdir()

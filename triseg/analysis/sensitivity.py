@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from triseg.approx.config import LayerCodes
 from triseg.approx.student import Config, evaluate_student
 from triseg.data import Split
 from triseg.errors import TrisegError
+from triseg.paths import read_json
 from triseg.search.result import RESULT_DIR, RunPaths
 
 
@@ -61,10 +61,7 @@ def history_path(result: dict[str, Any], config_file: Path, out_dir: Path) -> Pa
 
 def read_history(path: Path) -> Any:
     """The history JSON; a one-line error when it is not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrisegError(f"history file {path} is not valid JSON ({exc})") from None
+    return read_json(path, "history file")
 
 
 def _codes(config: dict[str, dict[str, int]]) -> Config:

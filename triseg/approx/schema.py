@@ -66,6 +66,7 @@ CONFIG_SCHEMA: dict[str, Any] = _obj({
     "max_acc_drop": _NUM,
     "history_file": _STR,
     "tmax": _map(_INT),
+    "split_sizes": _map(_INT),
 }, ("layers", "model", "backend"))
 
 RESULT_SCHEMA: dict[str, Any] = {
@@ -74,7 +75,15 @@ RESULT_SCHEMA: dict[str, Any] = {
                    **{key: {**CONFIG_SCHEMA["properties"][key], "required": list(_ACCS)}
                       for key in ("metrics", "validation")}}}
 
-_VALIDATORS = {id(s): Draft202012Validator(s) for s in (CONFIG_SCHEMA, RESULT_SCHEMA)}
+_SENSITIVITY_KEYS = ("drop_only", "drop_all_but", "recovered")
+SENSITIVITY_SCHEMA: dict[str, Any] = _obj({
+    "model": _STR, "split": _STR, "images": _NUM, "acc_teacher": _NUM, "acc_student": _NUM, "drop_full": _NUM,
+    "ranking": {"type": "array", "items": _STR},
+    "layers": _map(_obj({k: _NUM for k in _SENSITIVITY_KEYS}, _SENSITIVITY_KEYS)),
+}, ("model", "split", "images", "acc_teacher", "acc_student", "drop_full", "ranking", "layers"))
+"""``analyze_sensitivity``'s file, as the report reads it."""
+
+_VALIDATORS = {id(s): Draft202012Validator(s) for s in (CONFIG_SCHEMA, RESULT_SCHEMA, SENSITIVITY_SCHEMA)}
 
 
 def _line(error: ValidationError) -> str:
@@ -92,8 +101,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check(obj: Any, schema: dict[str, Any], source: str, what: str) -> None:
-    """A one-line error naming the first field of ``obj`` that breaks ``schema`` (and where it is)."""
+def check(obj: Any, schema: dict[str, Any], source: str, what: str, fix: str = "") -> None:
+    """A one-line error naming the first field of ``obj`` that breaks ``schema`` (and where it is), then ``fix``."""
     error = best_match(_VALIDATORS[id(schema)].iter_errors(obj))
     if error is not None:
-        raise TrisegError(f"{source}: not a {what} ({_line(error)})")
+        raise TrisegError(f"{source}: not a {what} ({_line(error)})" + (f": {fix}" if fix else ""))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from triseg.analysis.sensitivity import layer_sensitivity, search_output_dir
 from triseg.analysis.stats import PERCENTILES, code_percentiles, weight_stats
 from triseg.approx.calibrate import collect_histograms
 from triseg.approx.config import TrisegConfig, config_path
+from triseg.approx.schema import SENSITIVITY_SCHEMA, check
 from triseg.artifacts import atomic_write_text
 from triseg.artifacts import write_json
 from triseg.cli.common import backend, prepare
@@ -21,7 +21,7 @@ from triseg.errors import TrisegError
 from triseg.jobs import (DumpConfig, DumpFloatConfig, ModelOptions, PercentilesConfig, ReportConfig, SampleOptions,
                          SensitivityConfig, VarianceConfig)
 from triseg.models.base import TapModel
-from triseg.paths import check_output_dir, check_output_file
+from triseg.paths import check_output_dir, check_output_file, read_json
 from triseg.report.build import ReportInputs, build_report
 from triseg.search.job import load_data
 from triseg.teacher import Teacher, load_result_teacher
@@ -153,20 +153,15 @@ def analyze_sensitivity(args: SensitivityConfig) -> None:
 
 def _read_sensitivity(path: str, model: str, layers: list[str]) -> dict[str, Any]:
     p = Path(path)
-    try:
-        sens = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrisegError(f"sensitivity file {p} is not valid JSON ({exc}): run analyze_sensitivity again") from None
+    sens = read_json(p, "sensitivity file", "run analyze_sensitivity again")
     if not isinstance(sens, dict) or sens.get("model") != model or not isinstance(sens.get("layers"), dict) \
             or sorted(sens["layers"]) != sorted(layers):
         raise TrisegError(f"sensitivity file {p} is not for this config ({model}: {', '.join(layers)})")
-    keys = ("drop_only", "drop_all_but", "recovered")
-    ok = (sorted(sens.get("ranking", [])) == sorted(layers) and all(isinstance(sens.get(k), (int, float)) for k in
-          ("drop_full", "acc_teacher", "acc_student", "images")) and isinstance(sens.get("split"), str)
-          and all(isinstance(v, dict) and all(isinstance(v.get(k), (int, float)) for k in keys)
-                  for v in sens["layers"].values()))
-    if not ok:
-        raise TrisegError(f"sensitivity file {p} lacks numbers the report needs: run analyze_sensitivity again")
+    check(sens, SENSITIVITY_SCHEMA, f"sensitivity file {p}", "file with the numbers the report needs",
+          "run analyze_sensitivity again")
+    if sorted(sens["ranking"]) != sorted(layers):
+        raise TrisegError(f"sensitivity file {p} ranks {sens['ranking']}, not the config's layers: run "
+                          f"analyze_sensitivity again")
     return sens
 
 
