@@ -362,6 +362,10 @@ RUNTIME = [
          "{bad}/newzoo", expect="run eval_int8 first"),
     case("zoo_add-damaged-evaluation", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs_badeval",
          "--zoo-dir", "{bad}/newzoo", expect="INT8 evaluation"),
+    case("zoo_add-evaluation-of-another-model", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs_evalother",
+         "--zoo-dir", "{bad}/newzoo", expect="is of alexnet on fbgemm, not of lenet5 on fbgemm: run eval_int8 again"),
+    case("zoo_add-weights-do-not-fit", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs_misfit",
+         "--zoo-dir", "{bad}/newzoo", expect="holds weights that do not fit triseg's lenet5"),
     case("zoo_add-missing-stage", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs_noqat",
          "--zoo-dir", "{bad}/newzoo", expect="run train_qat first"),
     case("zoo_add-truncated-stage", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs_truncstage",
@@ -522,6 +526,13 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
                                                             "top1_agreement": 90.0}))
     shutil.copytree(outs, b / "outs_badeval")
     (b / "outs_badeval" / "lenet5_int8_eval.json").write_text("{oops")
+    shutil.copytree(outs, b / "outs_evalother")
+    (b / "outs_evalother" / "lenet5_int8_eval.json").write_text(json.dumps({"model": "alexnet", "backend": "fbgemm",
+                                                                         "images": 120, "acc_int8": 1.0,
+                                                                         "acc_qat": 1.0, "top1_agreement": 90.0}))
+    shutil.copytree(outs, b / "outs_misfit")
+    blob = torch.load(artifacts.stage_path(artifacts.ZOO_DIR, "alexnet", "int8"), weights_only=False)
+    torch.save({**blob, "model": "lenet5"}, b / "outs_misfit" / "lenet5_int8.pth")
     shutil.copytree(outs, b / "outs_noqat")
     (b / "outs_noqat" / "lenet5_qat_preconvert.pth").unlink()
     shutil.copytree(outs, b / "outs_truncstage")

@@ -90,7 +90,8 @@ def lenet_outputs(tmp_path: Path) -> Path:
     for stage in artifacts.STAGES:
         shutil.copy(artifacts.stage_path(artifacts.ZOO_DIR, "lenet5", stage), out)
     (out / "lenet5_int8_eval.json").write_text(json.dumps(
-        {"acc_qat": 71.9, "acc_int8": 71.86, "top1_agreement": 97.81, "backend": "fbgemm", "images": 8000}))
+        {"model": "lenet5", "acc_qat": 71.9, "acc_int8": 71.86, "top1_agreement": 97.81, "backend": "fbgemm",
+         "images": 8000}))
     return out
 
 

@@ -82,6 +82,15 @@ def zoo_add(args: ZooAddConfig) -> None:
         if not src.is_file():
             raise TrisegError(f"{src} not found: run {artifacts.STAGES[stage][1]} first")
     blobs = {stage: artifacts.read_stage_file(src, args.model, stage) for stage, src in sources.items()}
+    artifacts.load_float(args.output_dir, args.model)  # each stage must load as the pipeline loads it
+    _, qat_backend = artifacts.load_qat(args.output_dir, args.model)
+    _, int8_backend = artifacts.load_int8(args.output_dir, args.model)
+    if qat_backend != int8_backend:
+        raise TrisegError(f"{sources['qat']} is for {qat_backend}, {sources['int8']} for {int8_backend}: run "
+                          f"export_int8 again")
+    if (evaluation.get("model"), backend) != (args.model, int8_backend):
+        raise TrisegError(f"INT8 evaluation {eval_file} is of {evaluation.get('model')} on {backend}, not of "
+                          f"{args.model} on {int8_backend}: run eval_int8 again")
     meta = blobs["float"].get("meta")
     float_acc = meta.get("test_acc") if isinstance(meta, dict) else None
     if not isinstance(float_acc, (int, float)):
