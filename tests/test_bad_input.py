@@ -350,6 +350,8 @@ RUNTIME = [
     based("lsq-zoo-add-no-checkpoint", "lsq-zoo-add", expect="checkpoint.pt not found"),
     case("lsq-zoo-add-damaged-checkpoint", "lsq-zoo-add", "--run-dir", "{bad}/lsq_trunc", "--name", "x",
          "--zoo-dir", "{bad}/newlsqzoo", expect="is damaged"),
+    case("lsq-zoo-add-weights-do-not-fit", "lsq-zoo-add", "--run-dir", "{bad}/lsq_misfit", "--name", "x",
+         "--zoo-dir", "{bad}/newlsqzoo", expect="checkpoint.pt: the float checkpoint does not hold a model this"),
     case("lsq-zoo-add-unfinished-run", "lsq-zoo-add", "--run-dir", "{bad}/lsq_float", "--name", "x",
          "--zoo-dir", "{bad}/newlsqzoo", expect="is not a finished run"),
     case("zoo_add-damaged-manifest", "zoo_add", "--model", "lenet5", "--output-dir", "{bad}/outs", "--zoo-dir",
@@ -564,6 +566,8 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
     (b / "lsq_float").mkdir()
     shutil.copyfile(b / "lsq_fake_float.pt", b / "lsq_float" / "checkpoint.pt")
     torch.save({"format": "something else"}, b / "lsq_fake_int.pt")
+    shutil.copytree(b / "lsq_float", b / "lsq_misfit")
+    (b / "lsq_misfit" / "metrics.json").write_text(json.dumps({"test_acc": 50.0}))
     (b / "withdir" / "tri_ppo_int_codes" / "taken.out").mkdir(parents=True)
     (b / "withdir" / "reports" / "taken.out").mkdir(parents=True)
     (b / "withdir" / "lenet5_float_unfused.pth").mkdir()

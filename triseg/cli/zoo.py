@@ -140,7 +140,7 @@ SHIPPED_LSQ_KEYS = ("kind", "meta", "model", "epoch", "history", "config")
 
 def lsq_zoo_add(args: LsqZooAddConfig) -> None:
     """Copy a finished LSQ run's model into the LSQ zoo and record it in its manifest."""
-    from triseg.lsq.train import load_lsq_checkpoint
+    from triseg.lsq.train import load_lsq_checkpoint, model_from_checkpoint
 
     zoo = Path(args.zoo_dir) if args.zoo_dir else artifacts.ZOO_DIR / "lsq"
     dst, manifest_path = zoo / f"{args.name}.pt", zoo / "manifest.json"
@@ -154,6 +154,10 @@ def lsq_zoo_add(args: LsqZooAddConfig) -> None:
     if not isinstance(test_acc, (int, float)) or epochs != ckpt.get("epoch"):
         raise TrisegError(f"{run} is not a finished run (its metrics.json records no test accuracy for the "
                           f"checkpoint's epoch {ckpt.get('epoch')}): finish it with --resume first")
+    try:
+        model_from_checkpoint(ckpt)  # what lsq-qat --float-checkpoint/--init-checkpoint and lsq-infer will do
+    except TrisegError as exc:
+        raise TrisegError(f"{run / 'checkpoint.pt'}: {exc}") from None
     manifest = _read_json(manifest_path, "LSQ zoo manifest", "repair it or restore it from git") \
         if manifest_path.exists() else {}
     buf = io.BytesIO()
