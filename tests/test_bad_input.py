@@ -292,6 +292,8 @@ RUNTIME = [
          expect="$.validation.candidates[0].episode must be integer, not 'one'"),
     case("pareto-front-mistyped", "pareto", "--config-path", "{bad}/mistyped_front.json",
          expect="not a search result ($.pareto_front[0] must be object, not 3)"),
+    case("pareto-pick-unknown-layer", "pareto", "--config-path", "{bad}/front_badlayer.json", "--pick", "0",
+         expect="config layers ['convX'] are not approximated layers of lenet5"),
     case("final_test-teacher-mistyped", "final_test", "--model", "lenet5", "--config-path",
          "{bad}/mistyped_teacher.json", expect="$.teacher must be object"),
     case("export-coverage-mistyped", "export", "--model", "lenet5", "--format", "c-header", "--config-path",
@@ -512,6 +514,9 @@ def bad(tmp_path_factory: pytest.TempPathFactory):
                          "mistyped_teacher": {"validation": validation, "teacher": 5},
                          "mistyped_coverage": {"coverage": {"layers": {"conv1": {"mapped_share": "most"}}}}}.items():
         write_config(b / f"{name}.json", **fields)
+    codes = dict(zip(("t1_code", "v1_code", "t2_code", "v2_code", "tmax_code"), CONFIG["conv1"]))
+    write_config(b / "front_badlayer.json", validation=validation, pareto_front=[
+        {"val_drop": 1.0, "val_acc": 49.0, "multiplies_left": 0.5, "episode": 1, "layers": {"convX": codes}}])
     (b / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (b / "sens_incomplete.json").write_text(json.dumps({"model": "lenet5", "layers": {k: {} for k in CONFIG}}))
     sens = {"model": "lenet5", "split": "val", "images": 8, "acc_teacher": 50.0, "acc_student": 40.0, "drop_full": 10.0,

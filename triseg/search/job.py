@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 
+from triseg import quant
 from triseg.approx.config import TrisegConfig, config_path
 from triseg.approx.intsim import simulate
 from triseg.artifacts import write_json
@@ -24,6 +25,7 @@ from triseg.errors import TrisegError
 from triseg.hardware.cost import HardwareReport, count
 from triseg.hardware.energy import DEFAULT_TABLE, load_table
 from triseg.jobs import DataOptions, FinalTestConfig, SearchConfig, SpaceOptions, SupervisedJobConfig
+from triseg.models import model_class
 from triseg.paths import check_output_dir, check_output_file
 from triseg.runlog import set_threads, tensorboard_writer
 from triseg.search import space as space_mod
@@ -290,7 +292,8 @@ def pick_pareto_point(result: SearchResult, index: int, source: str) -> SearchRe
         raise TrisegError(f"--pick {index}: the front of {source} has {len(front)} points (0-{len(front) - 1})")
     point = front[index]
     config = TrisegConfig.from_json({"layers": point["layers"], "model": result.model, "backend": result.backend},
-                                    source).layers
+                                    f"{source} (Pareto point {index})").validate(
+        model_class(result.model).layers(), quant.activation_top_code(result.backend)).layers
     validation = Validation(result.validation.acc_teacher, point["val_acc"], point["val_drop"], [])
     settings = {k: v for k, v in result.settings.items() if k not in ("pareto_front", "hardware")}
     return SearchResult(result.model, result.backend, config,
