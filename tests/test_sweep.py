@@ -232,6 +232,7 @@ BAD_SPECS = {
     "negative-curve-points": (SPEC.replace("curve_points = 3", "curve_points = -1"), "curve_points must be an"),
     "options-unbalanced-quote": ("\n".join('options = "--top-k \'2"' if line.startswith("options") else line
                                            for line in SPEC.splitlines()), "cannot be split into words"),
+    "teacher-dir-is-a-file": (SPEC + f'teacher_dir = "{__file__}"\n', "is a file, not a folder"),
     "nested-too-deeply": (SPEC + "deep = " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply"),
 }
 

@@ -181,6 +181,8 @@ def load_spec(path: str | Path) -> Spec:
     teacher_dir = obj.get("teacher_dir", "outputs")
     if not isinstance(teacher_dir, str) or not teacher_dir:
         raise TrisegError(f"sweep spec {source}: teacher_dir must be a folder name")
+    if Path(teacher_dir).exists() and not Path(teacher_dir).is_dir():
+        raise TrisegError(f"sweep spec {source}: teacher_dir {teacher_dir} is a file, not a folder")
     shared = obj.get("options", [])
     try:
         shared = shlex.split(shared) if isinstance(shared, str) else shared
