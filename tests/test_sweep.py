@@ -233,6 +233,7 @@ BAD_SPECS = {
     "options-unbalanced-quote": ("\n".join('options = "--top-k \'2"' if line.startswith("options") else line
                                            for line in SPEC.splitlines()), "cannot be split into words"),
     "teacher-dir-is-a-file": (SPEC + f'teacher_dir = "{__file__}"\n', "is a file, not a folder"),
+    "grid-too-large": (SPEC.replace("seeds = [0, 1]", f"seeds = {list(range(6000))}"), "its grid has 12,000 cells"),
     "nested-too-deeply": (SPEC + "deep = " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply"),
 }
 

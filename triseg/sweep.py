@@ -63,6 +63,7 @@ CURVE_NAME = "best_so_far.json"
 GRID_KEYS = ("models", "strategies", "seeds", "objectives", "tmax", "budgets")
 SPEC_KEYS = ("output", "options", "teacher_dir", "curve_points", *GRID_KEYS)
 MAX_CURVE_POINTS = 100
+MAX_CELLS = 10_000  # a grid larger than this is a typo (each cell is a whole search job): split it into specs
 SET_BY_SWEEP = ("--model", "--search", "--seed", "--objective", "--episodes", "--tmax-percentile", "--tmax-margin",
                 "--dynamic-tmax", "--output-dir", "--result-file", "--no-test", "--resume", "--resume-or-start",
                 "--stop-after")
@@ -200,6 +201,11 @@ def load_spec(path: str | Path) -> Spec:
     grid = {"models": _list(obj, "models", str, source), "strategies": _list(obj, "strategies", str, source),
             "seeds": _list(obj, "seeds", int, source), "objectives": _list(obj, "objectives", str, source, ["reward"]),
             "tmax": _list(obj, "tmax", str, source, ["p90+10"]), "budgets": _list(obj, "budgets", int, source)}
+    size = math.prod(len(v) for v in grid.values())
+    if size > MAX_CELLS:
+        raise TrisegError(f"sweep spec {source}: its grid has {size:,} cells "
+                          f"({' x '.join(str(len(v)) for v in grid.values())} {', '.join(grid)}), more than "
+                          f"{MAX_CELLS:,}: split it into several specs")
     out = Path(output)
     cells = []
     for model in grid["models"]:
