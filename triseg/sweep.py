@@ -47,7 +47,7 @@ from triseg import api
 from triseg.approx.student import Config, evaluate_student
 from triseg.artifacts import atomic_write_text, write_json
 from triseg.data import Split
-from triseg.errors import TrisegError
+from triseg.errors import TrisegError, first_line
 from triseg.jobs import SearchConfig
 from triseg.paths import read_json
 from triseg.search.base import Score, Strategy
@@ -136,7 +136,7 @@ def _load_file(path: Path) -> dict[str, Any]:
         try:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise TrisegError(f"sweep spec {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise TrisegError(f"sweep spec {path} is not valid YAML ({first_line(exc)})") from None
         except RecursionError:
             raise TrisegError(f"sweep spec {path} is nested too deeply to be read") from None
     else:

@@ -23,7 +23,7 @@ import torch
 from triseg.approx.config import TrisegConfig
 from triseg.approx.lut import LutEdit
 from triseg.data import Split, batches
-from triseg.errors import TrisegError
+from triseg.errors import TrisegError, first_line
 from triseg.export.deps import require
 from triseg.export.onnx_graph import INPUT, OUTPUT, read_metadata, tap_input_output, tap_output
 from triseg.recorder import Recorder, attach
@@ -176,17 +176,12 @@ def load_export(path: str | Path) -> tuple[Any, dict[str, str]]:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise TrisegError(f"--onnx {p} is not a valid ONNX model ({_first_line(exc)})") from None
+        raise TrisegError(f"--onnx {p} is not a valid ONNX model ({first_line(exc)})") from None
     inputs, outputs = [i.name for i in model.graph.input], [o.name for o in model.graph.output]
     if inputs != [INPUT] or OUTPUT not in outputs:
         raise TrisegError(f"--onnx {p} takes {inputs} and gives {outputs}; a triseg export takes [{INPUT!r}] and "
                           f"gives {OUTPUT!r}")
     return model, meta
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _meta_object(meta: dict[str, str], key: str, path: str | Path) -> dict[str, Any]:

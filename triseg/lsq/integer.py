@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from triseg.errors import TrisegError
+from triseg.errors import TrisegError, first_line
 from triseg.lsq.ops import handler, op_table
 
 if TYPE_CHECKING:
@@ -203,8 +203,7 @@ class IntegerModel:
         except TrisegError as exc:
             raise TrisegError(f"{path}: {exc}") from None
         except Exception as exc:
-            detail = (str(exc).strip().splitlines() or [""])[0][:160]
-            raise TrisegError(f"integer model {path} does not run ({type(exc).__name__}: {detail}): export it "
+            raise TrisegError(f"integer model {path} does not run ({type(exc).__name__}: {first_line(exc)}): export it "
                               f"again (lsq-qat or lsq-infer --export)") from None
         classes = self.meta.get("num_classes", logits.shape[-1])
         if logits.shape != (1, classes):
