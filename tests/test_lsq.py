@@ -671,8 +671,9 @@ def test_export_loads_without_training_code(tmp_path: Path) -> None:
     (lambda b: b.update(input_shape=(3, 10**6, 10**6)), "with sides in [1, 4096]"),
     (lambda b: b["meta"].update(num_classes=100), "not (100,) logits"),
     (lambda b: b.update(meta=None), "is damaged or not one (TypeError)"),
+    (lambda b: b.update(logit_scale=float("nan")), "its logit_scale nan is not a positive number"),
 ], ids=["truncated", "dangling-input", "bias-shape", "no-input-step", "short-shape", "huge-shape", "classes",
-        "meta-none"])
+        "meta-none", "logit-scale-nan"])
 def test_an_integer_model_whose_ops_do_not_fit_is_one_line_at_load(edit, message, tmp_path: Path) -> None:
     blob = export_integer(_qat_model("resnet_cifar10", 4, 4), (3, 32, 32))
     edit(blob)

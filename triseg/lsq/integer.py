@@ -173,6 +173,8 @@ class IntegerModel:
         self.input: dict = blob["input"]
         self.input_shape = tuple(blob["input_shape"])
         self.logit_scale = float(blob["logit_scale"])
+        if not math.isfinite(self.logit_scale) or self.logit_scale <= 0:
+            raise TrisegError(f"its logit_scale {self.logit_scale} is not a positive number")
         self.meta: dict = dict(blob["meta"])
 
     @classmethod
